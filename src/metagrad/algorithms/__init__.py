@@ -1,0 +1,44 @@
+from metagrad.algorithms.base import MetaAlgorithm
+from metagrad.algorithms.inner import INNER_OPTIMIZERS, Adaptation, InnerOptimizer, adam, adapt, sgd
+from metagrad.algorithms.maml import MAML
+from metagrad.algorithms.pretrain import Pretrain
+from metagrad.algorithms.reptile import Reptile
+from metagrad.algorithms.strategy import STRATEGIES, accumulate_gradient, choose_strategy
+from metagrad.config import Config
+from metagrad.models.functional import Forward
+from metagrad.objectives import Objective
+
+__all__ = [
+    "INNER_OPTIMIZERS",
+    "MAML",
+    "STRATEGIES",
+    "Adaptation",
+    "InnerOptimizer",
+    "MetaAlgorithm",
+    "Pretrain",
+    "Reptile",
+    "accumulate_gradient",
+    "adam",
+    "adapt",
+    "build_algorithm",
+    "choose_strategy",
+    "sgd",
+]
+
+
+def build_algorithm(
+    config: Config, forward: Forward, objective: Objective, strategy: str
+) -> MetaAlgorithm:
+    """The algorithm named by `config.algorithm`, running its tasks with `strategy`."""
+    settings = config.algorithm
+    common = dict(
+        forward=forward,
+        objective=objective,
+        inner_steps=settings.inner_steps,
+        inner_optimizer=INNER_OPTIMIZERS[settings.inner_optimizer](settings.inner_lr),
+        strategy=strategy,
+        chunk_size=config.train.chunk_size,
+    )
+    if settings.name == "maml":
+        return MAML(**common, first_order=settings.first_order)
+    return {"reptile": Reptile, "pretrain": Pretrain}[settings.name](**common)

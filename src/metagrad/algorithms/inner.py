@@ -1,0 +1,123 @@
+"""The inner loop: the only place in metagrad where parameters take gradient steps on a task.
+
+Training (every algorithm) and evaluation both call `adapt()`. It is pure: it takes parameter
+dicts and returns new ones, mutates no module and touches no global RNG, so it runs unchanged
+inside `torch.func.vmap` and inside a Python loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch.func import grad_and_value
+
+from metagrad.models.functional import Forward, Params
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Observe = Callable[[Params], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class InnerOptimizer:
+    """A functional optimizer: `init(params) -> state`, `update(grads, state) -> (updates, state)`.
+
+    The state is returned, never hidden, so a step stays a pure function (vmap-able, and
+    differentiable end to end for second-order MAML).
+    """
+
+    init: Callable[[Params], tuple]
+    update: Callable[[Params, tuple], tuple[Params, tuple]]
+
+
+def sgd(lr: float) -> InnerOptimizer:
+    """φ ← φ − α·g (the MAML inner loop)."""
+
+    def update(grads: Params, state: tuple) -> tuple[Params, tuple]:
+        return {k: -lr * g for k, g in grads.items()}, state
+
+    return InnerOptimizer(init=lambda params: (), update=update)
+
+
+def adam(
+    lr: float, betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8, eps_root: float = 1e-16
+) -> InnerOptimizer:
+    """Adam with bias correction; β1 = 0 by default, as in the Reptile paper's inner loop.
+
+    `eps_root` inside the square root keeps second-order meta-gradients finite where a gradient
+    entry is exactly zero (a dead ReLU): d√v/dv is infinite at v = 0.
+    """
+    beta1, beta2 = betas
+
+    def init(params: Params) -> tuple:
+        zeros = {k: torch.zeros_like(p) for k, p in params.items()}
+        return (0, zeros, dict(zeros))
+
+    def update(grads: Params, state: tuple) -> tuple[Params, tuple]:
+        count, first, second = state
+        count += 1
+        first = {k: beta1 * first[k] + (1 - beta1) * g for k, g in grads.items()}
+        second = {k: beta2 * second[k] + (1 - beta2) * g * g for k, g in grads.items()}
+        scale1, scale2 = 1 - beta1**count, 1 - beta2**count
+        updates = {
+            k: -lr * (first[k] / scale1) / ((second[k] / scale2 + eps_root).sqrt() + eps)
+            for k in grads
+        }
+        return updates, (count, first, second)
+
+    return InnerOptimizer(init=init, update=update)
+
+
+INNER_OPTIMIZERS: dict[str, Callable[[float], InnerOptimizer]] = {"sgd": sgd, "adam": adam}
+
+
+class Adaptation(NamedTuple):
+    params: Params
+    """The adapted (fast) parameters φ."""
+    losses: torch.Tensor
+    """Support loss before each step, `[steps]`."""
+    observations: dict[str, torch.Tensor]
+    """`observe(φ)` after 0, 1, …, steps steps, each `[steps + 1]`; empty without `observe`."""
+
+
+def adapt(
+    forward: Forward,
+    params: Params,
+    buffers: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss_fn: LossFn,
+    steps: int,
+    optimizer: InnerOptimizer,
+    first_order: bool = False,
+    observe: Observe | None = None,
+) -> Adaptation:
+    """Take `steps` optimizer steps on the support loss `loss_fn(forward(φ, buffers, x), y)`.
+
+    Gradients are kept in the graph (second order) unless `first_order`, which detaches them:
+    φ then depends on θ only through the identity, which is first-order MAML.
+    """
+
+    def support_loss(fast: Params) -> torch.Tensor:
+        return loss_fn(forward(fast, buffers, x), y)
+
+    state = optimizer.init(params)
+    losses = []
+    observed = [observe(params)] if observe else []
+    for _ in range(steps):
+        grads, loss = grad_and_value(support_loss)(params)
+        if first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
+        updates, state = optimizer.update(grads, state)
+        params = {k: p + updates[k] for k, p in params.items()}
+        losses.append(loss)
+        if observe:
+            observed.append(observe(params))
+    observations = (
+        {k: torch.stack([o[k] for o in observed]) for k in observed[0]} if observe else {}
+    )
+    stacked = torch.stack(losses) if losses else x.new_zeros(0)
+    return Adaptation(params, stacked, observations)

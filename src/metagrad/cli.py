@@ -1,0 +1,126 @@
+"""The `metagrad` command: train | eval | plot | config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from metagrad.errors import MetagradError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except MetagradError as err:
+        print(f"metagrad: error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metagrad",
+        description="Gradient-based meta-learning: MAML, first-order MAML, Reptile.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="command")
+
+    train = commands.add_parser("train", help="meta-train a preset or a YAML config")
+    train.add_argument("config", help="preset name (see `metagrad config list`) or YAML file")
+    _add_overrides(train)
+    train.add_argument("--run-dir", type=Path, help="run folder (default: runs/<preset name>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    train.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a run on fixed test tasks")
+    evaluate.add_argument("run", type=Path, help="run folder")
+    evaluate.add_argument(
+        "--checkpoint", default="best", help="best | last | a path (default best)"
+    )
+    evaluate.add_argument("--split", default="test", choices=["test", "val"])
+    _add_overrides(evaluate, help_extra=" (e.g. eval.num_tasks=1000 eval.inner_lr=0.02)")
+    evaluate.set_defaults(handler=_eval)
+
+    plot = commands.add_parser("plot", help="figures of one run, or of several side by side")
+    plot.add_argument("runs", type=Path, nargs="+", help="run folders (the first is the main one)")
+    plot.add_argument("--out", type=Path, help="output folder (default: <first run>/plots)")
+    plot.set_defaults(handler=_plot)
+
+    config = commands.add_parser("config", help="list presets or show a resolved config")
+    config_commands = config.add_subparsers(required=True, metavar="action")
+    config_commands.add_parser("list", help="list the built-in presets").set_defaults(
+        handler=_config_list
+    )
+    show = config_commands.add_parser("show", help="print a config after overrides")
+    show.add_argument("config", help="preset name or YAML file")
+    _add_overrides(show)
+    show.set_defaults(handler=_config_show)
+    return parser
+
+
+def _add_overrides(parser: argparse.ArgumentParser, help_extra: str = "") -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="override config fields, e.g. --set train.iterations=1000" + help_extra,
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from metagrad.config import load_config
+    from metagrad.evaluate import evaluate_run, format_summary
+    from metagrad.train import fit
+
+    config = load_config(args.config, args.overrides)
+    run_dir = args.run_dir or Path("runs") / config.name
+    fit(
+        config, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+    )
+    print(f"run saved in {run_dir}; evaluating the best checkpoint on test tasks")
+    print(format_summary(evaluate_run(run_dir)))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from metagrad.evaluate import evaluate_run, format_summary
+
+    result = evaluate_run(
+        args.run, checkpoint=args.checkpoint, split=args.split, overrides=args.overrides
+    )
+    print(format_summary(result))
+    print(f"saved {args.run / f'eval-{args.split}.json'}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from metagrad.plot import plot_runs
+
+    for path in plot_runs(args.runs, args.out or args.runs[0] / "plots"):
+        print(f"wrote {path}")
+    return 0
+
+
+def _config_list(args: argparse.Namespace) -> int:
+    from metagrad.config import preset_names
+
+    print("\n".join(preset_names()))
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from metagrad.config import dump_yaml, load_config
+
+    print(dump_yaml(load_config(args.config, args.overrides)), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""The run configuration: a frozen, typed dataclass tree read from YAML presets.
+
+Every field is documented where it is declared. Unknown keys, wrong types and out-of-range values
+raise `ConfigError` naming the field, the value, the rule and the fix, before any compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from metagrad.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The task distribution: which problem, and the shape of one task."""
+
+    dataset: Literal["sinusoid"] = "sinusoid"
+    """Where tasks come from."""
+    k_shot: int = 5
+    """Support examples per task (per class for classification): what the inner loop sees."""
+    n_query: int = 5
+    """Query examples per task (per class) in meta-training: what the outer loss sees."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network whose initialisation is meta-learned."""
+
+    name: Literal["mlp"] = "mlp"
+    hidden: tuple[int, ...] = (40, 40)
+    """Hidden layer widths (ReLU between layers)."""
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """The meta-gradient rule and the inner loop it stands on."""
+
+    name: Literal["maml", "reptile", "pretrain"] = "maml"
+    """maml (first_order selects FOMAML), reptile, or pretrain (joint training, no inner loop)."""
+    first_order: bool = False
+    """MAML only: detach the inner gradients (first-order MAML)."""
+    inner_steps: int = 1
+    """Gradient steps of the inner loop during meta-training (alpha steps)."""
+    inner_lr: float = 0.01
+    """Inner learning rate (alpha)."""
+    inner_optimizer: Literal["sgd", "adam"] = "sgd"
+    """sgd, or adam with beta1 = 0 as in the Reptile paper."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The outer loop."""
+
+    meta_batch_size: int = 25
+    """Tasks per outer step."""
+    iterations: int = 70_000
+    """Outer steps."""
+    outer_optimizer: Literal["adam", "sgd"] = "adam"
+    outer_lr: float = 1e-3
+    """Outer learning rate (beta); for Reptile with sgd this is the step size epsilon."""
+    outer_lr_decay: Literal["none", "linear"] = "none"
+    """linear: anneal the outer learning rate to 0 over the run (Reptile)."""
+    strategy: Literal["auto", "vmap", "loop"] = "auto"
+    """How the tasks of a meta-batch are executed; all give the same meta-gradient."""
+    chunk_size: int | None = None
+    """Tasks per backward pass (bounds memory); null = the whole meta-batch at once."""
+    seed: int = 0
+    """Seeds the initialisation and the task stream."""
+    device: str = "auto"
+    """auto (cuda when available), cpu, cuda, cuda:N."""
+    log_every: int = 100
+    val_every: int = 2_000
+    """Evaluate on fixed validation tasks every this many steps; the best is kept."""
+    val_tasks: int = 200
+    ckpt_every: int = 2_000
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The meta-test protocol."""
+
+    num_tasks: int = 600
+    """Fixed test tasks; results are mean and 95% confidence interval over them."""
+    inner_steps: int = 10
+    """Evaluate after every inner step 0..inner_steps."""
+    inner_lr: float | None = None
+    """Inner learning rate at test time; null = the training one."""
+    n_query: int = 100
+    """Query examples per test task (per class)."""
+    batch_size: int = 100
+    """Test tasks adapted at once."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run. Presets in `metagrad/configs/*.yaml` fill it; `--set a.b=c` overrides."""
+
+    name: str = "run"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def fingerprint(self) -> str:
+        """A short hash of the whole configuration, stored with every checkpoint."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def preset_names() -> list[str]:
+    """Names of the built-in presets."""
+    folder = resources.files("metagrad") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(source: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
+    """Build a validated `Config` from a preset name or a YAML file, then `key=value` overrides."""
+    raw = _read_source(source)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value; write e.g. "
+                "--set train.iterations=1000"
+            )
+        _set_path(raw, key.strip(), yaml.safe_load(text))
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    config = _build(Config, raw, "")
+    validate(config)
+    return config
+
+
+def _read_source(source: str | Path) -> dict[str, Any]:
+    path = Path(source)
+    if not path.suffix:
+        preset = resources.files("metagrad") / "configs" / f"{source}.yaml"
+        if not preset.is_file():
+            raise ConfigError(
+                f"unknown preset {str(source)!r}; choose one of: {', '.join(preset_names())}, "
+                "or give the path of a YAML file"
+            )
+        text = preset.read_text()
+    elif path.is_file():
+        text = path.read_text()
+    else:
+        raise ConfigError(f"config file {str(path)!r} does not exist; give a preset name or a path")
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {str(source)!r} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {str(source)!r} must be a mapping of sections, not {raw!r}")
+    return raw
+
+
+def _set_path(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is a value, not a section")
+    node[leaf] = value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {_join(where, unknown[0])!r}; "
+            f"valid keys{' in ' + where if where else ''}: {', '.join(sorted(names))}"
+        )
+    values = {}
+    for name, value in raw.items():
+        path = _join(where, name)
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, path)
+        else:
+            values[name] = _coerce(value, hint, path)
+    return cls(**values)
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """Check `value` against a field's type; accept what YAML writes for it (1e-3, [40, 40])."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, path)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(map(str, args))
+            raise ConfigError(f"{path} = {value!r} is not allowed; choose one of: {choices}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} = {value!r} must be a list, e.g. [40, 40]")
+        return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+    if hint is float and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (bool, str) and isinstance(value, hint):
+        return value
+    type_name = "a number" if hint is float else f"of type {getattr(hint, '__name__', hint)}"
+    raise ConfigError(f"{path} = {value!r} must be {type_name}")
+
+
+def validate(config: Config) -> None:
+    """Range rules that types cannot express."""
+    positive = {
+        "task.k_shot": config.task.k_shot,
+        "task.n_query": config.task.n_query,
+        "algorithm.inner_lr": config.algorithm.inner_lr,
+        "train.meta_batch_size": config.train.meta_batch_size,
+        "train.iterations": config.train.iterations,
+        "train.outer_lr": config.train.outer_lr,
+        "train.log_every": config.train.log_every,
+        "train.val_every": config.train.val_every,
+        "train.val_tasks": config.train.val_tasks,
+        "train.ckpt_every": config.train.ckpt_every,
+        "eval.num_tasks": config.eval.num_tasks,
+        "eval.n_query": config.eval.n_query,
+        "eval.batch_size": config.eval.batch_size,
+    }
+    if config.train.chunk_size is not None:
+        positive["train.chunk_size"] = config.train.chunk_size
+    if config.eval.inner_lr is not None:
+        positive["eval.inner_lr"] = config.eval.inner_lr
+    positive.update({f"model.hidden[{i}]": h for i, h in enumerate(config.model.hidden)})
+    for path, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{path} = {value!r} must be > 0")
+    for path, value in {
+        "algorithm.inner_steps": config.algorithm.inner_steps,
+        "eval.inner_steps": config.eval.inner_steps,
+    }.items():
+        if value < 0:
+            raise ConfigError(f"{path} = {value!r} must be >= 0")
+    if config.algorithm.name == "reptile" and config.algorithm.inner_steps < 1:
+        raise ConfigError(
+            "algorithm.inner_steps = 0 with algorithm.name = reptile gives a zero meta-gradient; "
+            "set algorithm.inner_steps >= 1"
+        )
+    if config.algorithm.first_order and config.algorithm.name != "maml":
+        raise ConfigError(
+            f"algorithm.first_order = true only applies to maml, not {config.algorithm.name!r}; "
+            "remove it"
+        )
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,31 @@
+"""Errors a user can act on, each with the exit code the command line returns for it."""
+
+
+class MetagradError(Exception):
+    """Base class: a message that says what was wrong and what to do."""
+
+    exit_code = 1
+
+
+class ConfigError(MetagradError):
+    """A configuration value, key or preset is invalid."""
+
+    exit_code = 2
+
+
+class DatasetError(MetagradError):
+    """A dataset is missing, incomplete, corrupt or too small for the request."""
+
+    exit_code = 3
+
+
+class CheckpointError(MetagradError):
+    """A checkpoint or run folder cannot be used."""
+
+    exit_code = 4
+
+
+class NonFiniteError(MetagradError):
+    """A loss or gradient became NaN or infinite during training."""
+
+    exit_code = 5

@@ -1,0 +1,156 @@
+"""The meta-test protocol: adapt to fixed tasks, report metrics after every inner step.
+
+Evaluation never mutates the meta-parameters: it adapts detached copies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from metagrad.algorithms.inner import InnerOptimizer, adapt
+from metagrad.algorithms.strategy import choose_strategy, map_tasks_no_grad
+from metagrad.build import build_tasks, eval_optimizer, init_model, objective_for, resolve_device
+from metagrad.checkpoint import CHECKPOINT_DIR, load_checkpoint
+from metagrad.config import Config, load_config
+from metagrad.models.functional import Forward, Params, functional_forward, meta_parameters
+from metagrad.objectives import Objective
+from metagrad.tasks.batch import TaskBatch
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and 95% confidence half-width of each metric after 0, 1, …, S inner steps."""
+
+    num_tasks: int
+    mean: dict[str, list[float]]
+    ci95: dict[str, list[float]]
+
+    def to_dict(self) -> dict:
+        return {"num_tasks": self.num_tasks, "mean": self.mean, "ci95": self.ci95}
+
+
+def adapted_metrics(
+    forward: Forward,
+    params: Params,
+    buffers: Params,
+    batches: Iterable[TaskBatch],
+    *,
+    objective: Objective,
+    steps: int,
+    optimizer: InnerOptimizer,
+    strategy: str,
+) -> dict[str, torch.Tensor]:
+    """Query metrics of every task after 0..`steps` inner steps, `[num_tasks, steps + 1]` each."""
+    params = {k: p.detach() for k, p in params.items()}
+
+    def task(x_support, y_support, x_query, y_query) -> dict[str, torch.Tensor]:
+        return adapt(
+            forward,
+            params,
+            buffers,
+            x_support,
+            y_support,
+            loss_fn=objective.loss,
+            steps=steps,
+            optimizer=optimizer,
+            first_order=True,
+            observe=lambda fast: objective.metrics(forward(fast, buffers, x_query), y_query),
+        ).observations
+
+    per_batch = [map_tasks_no_grad(task, batch, strategy=strategy) for batch in batches]
+    return {k: torch.cat([b[k] for b in per_batch]) for k in per_batch[0]}
+
+
+def fixed_batches(tasks, split: str, num_tasks: int, batch_size: int) -> list[TaskBatch]:
+    """Tasks 0..num_tasks−1 of `split`, in meta-batches of `batch_size`.
+
+    Task i is drawn on its own (index i, one task), so the set does not depend on `batch_size`.
+    """
+    singles = [tasks.sample(split, index, 1) for index in range(num_tasks)]
+    return [
+        TaskBatch(*(torch.cat(parts) for parts in zip(*(t.tensors() for t in group), strict=True)))
+        for group in (singles[i : i + batch_size] for i in range(0, num_tasks, batch_size))
+    ]
+
+
+def summarize(metrics: dict[str, torch.Tensor]) -> Summary:
+    """Mean ± 1.96·standard error over tasks (the normal interval papers report)."""
+    num_tasks = next(iter(metrics.values())).shape[0]
+    mean, ci95 = {}, {}
+    for name, values in metrics.items():
+        values = values.double().cpu()
+        mean[name] = values.mean(0).tolist()
+        std = values.std(0) if num_tasks > 1 else torch.zeros_like(values[0])
+        ci95[name] = (1.96 * std / math.sqrt(num_tasks)).tolist()
+    return Summary(num_tasks, mean, ci95)
+
+
+def format_summary(result: dict) -> str:
+    """A plain-text table of an `evaluate_run` result: a row per inner step, `mean ± ci95`."""
+    names = list(result["mean"])
+    rows = [
+        f"{result['run']}: {result['split']} tasks ({result['num_tasks']}), checkpoint at step "
+        f"{result['step']}, inner lr {result['inner_lr']}; mean ± 95% CI",
+        "step  " + "  ".join(f"{n:>21}" for n in names),
+    ]
+    for step in range(len(result["mean"][names[0]])):
+        cells = [
+            f"{result['mean'][n][step]:>11.4f} ± {result['ci95'][n][step]:<7.4f}" for n in names
+        ]
+        rows.append(f"{step:>4}  " + "  ".join(cells))
+    return "\n".join(rows)
+
+
+def evaluate_run(
+    run_dir: Path, *, checkpoint: str = "best", split: str = "test", overrides: Sequence[str] = ()
+) -> dict:
+    """Evaluate a trained run on fixed tasks of `split`; writes `<run>/eval-<split>.json`."""
+    config = load_config(run_dir / "config.yaml", overrides)
+    device = resolve_device(config.train.device)
+    path = (
+        run_dir / CHECKPOINT_DIR / f"{checkpoint}.pt" if "/" not in checkpoint else Path(checkpoint)
+    )
+    state = load_checkpoint(path, device)
+    model, forward = load_model(config, state, device)
+    params, buffers = meta_parameters(model)
+    batches = fixed_batches(
+        build_tasks(config, config.eval.n_query),
+        split,
+        config.eval.num_tasks,
+        config.eval.batch_size,
+    )
+    metrics = adapted_metrics(
+        forward,
+        params,
+        buffers,
+        [b.to(device) for b in batches],
+        objective=objective_for(config),
+        steps=config.eval.inner_steps,
+        optimizer=eval_optimizer(config),
+        strategy=choose_strategy(config.train.strategy, model, device),
+    )
+    result = {
+        "run": config.name,
+        "split": split,
+        "checkpoint": str(path),
+        "step": state["step"],
+        "inner_lr": config.eval.inner_lr or config.algorithm.inner_lr,
+        "inner_steps": config.eval.inner_steps,
+        "n_query": config.eval.n_query,
+        **summarize(metrics).to_dict(),
+    }
+    (run_dir / f"eval-{split}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def load_model(config: Config, state: dict, device: torch.device):
+    """The run's network with the checkpoint's weights, and its functional forward."""
+    model = init_model(config).to(device)
+    model.load_state_dict(state["model"])
+    return model, functional_forward(model)

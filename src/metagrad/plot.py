@@ -1,0 +1,130 @@
+"""Figures people look at: learning curves, metric vs inner steps, sinusoid fits (MAML Fig. 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+
+from metagrad.algorithms.inner import adapt
+from metagrad.build import build_tasks, eval_optimizer, objective_for
+from metagrad.checkpoint import CHECKPOINT_DIR, load_checkpoint
+from metagrad.config import load_config
+from metagrad.errors import CheckpointError
+from metagrad.evaluate import load_model
+from metagrad.logging import METRICS_FILE, read_metrics
+from metagrad.models.functional import meta_parameters
+
+
+def plot_runs(runs: list[Path], out_dir: Path) -> list[Path]:
+    """Every figure that applies to `runs` (the first is the main one), as PNGs in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [plot_learning_curves(runs, out_dir / "learning-curves.png")]
+    if all((run / "eval-test.json").is_file() for run in runs):
+        written.append(plot_metric_vs_steps(runs, out_dir / "metric-vs-steps.png"))
+    if load_config(runs[0] / "config.yaml").task.dataset == "sinusoid":
+        written.append(plot_sinusoid_fits(runs, out_dir / "sinusoid-fits.png"))
+    return written
+
+
+def plot_learning_curves(runs: list[Path], path: Path) -> Path:
+    """Pre- and post-adaptation query metric vs outer step, training and validation tasks."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for run in runs:
+        file = run / METRICS_FILE
+        if not file.is_file():
+            raise CheckpointError(f"{run} has no {METRICS_FILE}; is it a run folder?")
+        primary = objective_for(load_config(run / "config.yaml")).primary
+        lines = read_metrics(file)
+        for ax, split in zip(axes, ("train", "val"), strict=True):
+            rows = [r for r in lines if r["split"] == split]
+            for stage, style in (("pre", ":"), ("post", "-")):
+                key = f"{stage}_{primary}"
+                points = [(r["step"], r[key]) for r in rows if key in r]
+                if points:
+                    steps, values = zip(*points, strict=True)
+                    ax.plot(steps, values, style, label=f"{run.name} {stage}-update")
+            ax.set_title(f"{split} tasks")
+            ax.set_xlabel("outer step")
+            ax.set_ylabel(primary)
+            ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_metric_vs_steps(runs: list[Path], path: Path) -> Path:
+    """The evaluated metric (mean ± 95% CI) after each inner step, one line per run."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for run in runs:
+        result = json.loads((run / "eval-test.json").read_text())
+        primary = objective_for(load_config(run / "config.yaml")).primary
+        mean = torch.tensor(result["mean"][primary])
+        ci = torch.tensor(result["ci95"][primary])
+        steps = range(len(mean))
+        ax.plot(steps, mean, marker="o", label=run.name)
+        ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2)
+    ax.set_xlabel("inner (fine-tuning) steps at test time")
+    ax.set_ylabel(primary)
+    ax.set_title(f"test tasks ({result['num_tasks']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_sinusoid_fits(
+    runs: list[Path], path: Path, num_tasks: int = 3, shown_steps: tuple[int, ...] = (0, 1, 10)
+) -> Path:
+    """MAML paper Figure 2: true curve, the K support points and the fit after a few steps."""
+    fig, axes = plt.subplots(
+        num_tasks, len(runs), figsize=(4.5 * len(runs), 3 * num_tasks), squeeze=False
+    )
+    x_grid = torch.linspace(-5, 5, 200).unsqueeze(-1)
+    for column, run in enumerate(runs):
+        config = load_config(run / "config.yaml")
+        tasks = build_tasks(config, n_query=0)
+        for row in range(num_tasks):
+            batch = tasks.sample("test", row, 1)
+            amplitude, phase = tasks.functions("test", row, 1)
+            fits = _fits(run, config, batch, x_grid, max(shown_steps))
+            ax = axes[row][column]
+            ax.plot(x_grid, amplitude * torch.sin(x_grid - phase), "r", label="ground truth")
+            for step in shown_steps:
+                ax.plot(x_grid, fits[step], "--", label=f"after {step} steps")
+            ax.plot(batch.x_support[0], batch.y_support[0], "k^", label="support points")
+            if row == 0:
+                ax.set_title(f"{run.name} (K={config.task.k_shot})")
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _fits(run: Path, config, batch, x_grid: torch.Tensor, steps: int) -> torch.Tensor:
+    """The run's predictions on `x_grid` after 0..`steps` inner steps on the task's support set."""
+    model, forward = load_model(config, load_checkpoint(run / CHECKPOINT_DIR / "best.pt"), "cpu")
+    params, buffers = meta_parameters(model)
+    return (
+        adapt(
+            forward,
+            {k: p.detach() for k, p in params.items()},
+            buffers,
+            batch.x_support[0],
+            batch.y_support[0],
+            loss_fn=objective_for(config).loss,
+            steps=steps,
+            optimizer=eval_optimizer(config),
+            observe=lambda fast: {"y": forward(fast, buffers, x_grid).squeeze(-1)},
+        )
+        .observations["y"]
+        .detach()
+    )
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
