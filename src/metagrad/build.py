@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import nn
 
 from metagrad.algorithms.inner import INNER_OPTIMIZERS, InnerOptimizer
 from metagrad.config import Config
+from metagrad.data.class_images import ClassImages
+from metagrad.data.omniglot import load_omniglot, split_classes
 from metagrad.errors import ConfigError
-from metagrad.models import build_model
-from metagrad.objectives import REGRESSION, Objective
+from metagrad.models import MLP, Conv4
+from metagrad.objectives import CLASSIFICATION, REGRESSION, Objective
+from metagrad.tasks.sampler import EpisodeSampler
+from metagrad.tasks.seeding import SPLITS
 from metagrad.tasks.sinusoid import SinusoidTasks
+
+TaskSource = SinusoidTasks | EpisodeSampler
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,6 +35,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def build_model(config: Config) -> nn.Module:
+    """The network named by `config.model`, shaped for `config.task`."""
+    if config.model.name == "conv4":
+        return Conv4(
+            in_channels=1,
+            num_classes=config.task.n_way,
+            image_size=config.task.image_size,
+            hidden=config.model.hidden[0],
+            pool=config.model.pool,
+        )
+    return MLP(1, config.model.hidden, 1)
+
+
 def init_model(config: Config) -> nn.Module:
     """The network at its seeded initialisation; the global RNG is left as it was."""
     with torch.random.fork_rng(devices=[]):
@@ -34,13 +55,31 @@ def init_model(config: Config) -> nn.Module:
         return build_model(config)
 
 
-def build_tasks(config: Config, n_query: int) -> SinusoidTasks:
-    """The task source of `config.task` with `n_query` query examples per task."""
-    return SinusoidTasks(k_shot=config.task.k_shot, n_query=n_query, seed=config.train.seed)
+def build_tasks(config: Config, n_query: int, device: torch.device | None = None) -> TaskSource:
+    """The task source of `config.task` with `n_query` query examples per task (per class)."""
+    task = config.task
+    if task.dataset == "sinusoid":
+        return SinusoidTasks(k_shot=task.k_shot, n_query=n_query, seed=config.train.seed)
+    images = {
+        split: split_images(
+            task.data_root, task.image_size, task.class_split, split, split in task.rotations
+        ).to(device or "cpu")
+        for split in SPLITS
+    }
+    return EpisodeSampler(images, task.n_way, task.k_shot, n_query, seed=config.train.seed)
+
+
+@lru_cache(maxsize=8)
+def split_images(
+    root: str | None, image_size: int, class_split: str, split: str, rotations: bool
+) -> ClassImages:
+    """One split's classes; cached because training and evaluation ask for the same ones."""
+    part = split_classes(load_omniglot(root, image_size=image_size), class_split, split)
+    return part.with_rotations() if rotations else part
 
 
 def objective_for(config: Config) -> Objective:
-    return REGRESSION
+    return REGRESSION if config.task.dataset == "sinusoid" else CLASSIFICATION
 
 
 def eval_optimizer(config: Config) -> InnerOptimizer:

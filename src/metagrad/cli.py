@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     train.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument(
+        "--time-budget", type=_duration, help="stop after this much training time: 900, 15m, 1h"
+    )
+    train.add_argument("--data-root", help="dataset folder (sets task.data_root)")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a run on fixed test tasks")
@@ -49,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("runs", type=Path, nargs="+", help="run folders (the first is the main one)")
     plot.add_argument("--out", type=Path, help="output folder (default: <first run>/plots)")
     plot.set_defaults(handler=_plot)
+
+    data = commands.add_parser("data", help="fetch, verify and prepare a dataset; print a summary")
+    data.add_argument("dataset", choices=["omniglot"])
+    data.add_argument(
+        "--root", help="dataset folder (default: $METAGRAD_DATA or ~/.cache/metagrad)"
+    )
+    data.add_argument("--download", action="store_true", help="download missing official archives")
+    data.set_defaults(handler=_data)
 
     config = commands.add_parser("config", help="list presets or show a resolved config")
     config_commands = config.add_subparsers(required=True, metavar="action")
@@ -74,12 +86,29 @@ def _add_overrides(parser: argparse.ArgumentParser, help_extra: str = "") -> Non
     )
 
 
+def _duration(text: str) -> float:
+    """Seconds from `900`, `900s`, `15m` or `1.5h`."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    scale = units.get(text[-1:], 1)
+    try:
+        return float(text[:-1] if text[-1:] in units else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; write e.g. 900, 15m or 1h"
+        ) from None
+
+
 def _train(args: argparse.Namespace) -> int:
     from metagrad.config import load_config
     from metagrad.evaluate import evaluate_run, format_summary
     from metagrad.train import fit
 
-    config = load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.time_budget is not None:
+        overrides.append(f"train.time_budget={args.time_budget}")
+    if args.data_root is not None:
+        overrides.append(f"task.data_root={args.data_root}")
+    config = load_config(args.config, overrides)
     run_dir = args.run_dir or Path("runs") / config.name
     fit(
         config, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
@@ -105,6 +134,13 @@ def _plot(args: argparse.Namespace) -> int:
 
     for path in plot_runs(args.runs, args.out or args.runs[0] / "plots"):
         print(f"wrote {path}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from metagrad.data.omniglot import load_omniglot, summary
+
+    print(summary(load_omniglot(args.root, download=args.download)))
     return 0
 
 

@@ -26,21 +26,32 @@ from metagrad.errors import ConfigError
 class TaskConfig:
     """The task distribution: which problem, and the shape of one task."""
 
-    dataset: Literal["sinusoid"] = "sinusoid"
+    dataset: Literal["sinusoid", "omniglot"] = "sinusoid"
     """Where tasks come from."""
+    n_way: int = 5
+    """Classes per task (classification only)."""
     k_shot: int = 5
     """Support examples per task (per class for classification): what the inner loop sees."""
     n_query: int = 5
     """Query examples per task (per class) in meta-training: what the outer loss sees."""
+    class_split: str = "maml"
+    """Named class split of the dataset (Omniglot: maml = 1100/100/423, vinyals)."""
+    rotations: tuple[str, ...] = ("train", "val", "test")
+    """Splits whose classes get rotated copies (90°, 180°, 270°) as extra classes."""
+    image_size: int = 28
+    data_root: str | None = None
+    """Dataset folder; null = $METAGRAD_DATA, else ~/.cache/metagrad."""
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """The network whose initialisation is meta-learned."""
 
-    name: Literal["mlp"] = "mlp"
+    name: Literal["mlp", "conv4"] = "mlp"
     hidden: tuple[int, ...] = (40, 40)
-    """Hidden layer widths (ReLU between layers)."""
+    """mlp: hidden layer widths (ReLU between layers); conv4: one entry, the filters per layer."""
+    pool: Literal["stride", "max"] = "stride"
+    """conv4: stride-2 convolutions (Omniglot) or 2×2 max-pooling (84×84 images)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,10 @@ class TrainConfig:
     """Evaluate on fixed validation tasks every this many steps; the best is kept."""
     val_tasks: int = 200
     ckpt_every: int = 2_000
+    time_budget: float | None = None
+    """Stop after this many seconds of training (validation not counted); null = no limit."""
+    snapshot_seconds: tuple[float, ...] = ()
+    """Also keep a checkpoint `time-<s>s.pt` when training time first passes each of these."""
 
 
 @dataclass(frozen=True)
@@ -268,6 +283,10 @@ def validate(config: Config) -> None:
         positive["train.chunk_size"] = config.train.chunk_size
     if config.eval.inner_lr is not None:
         positive["eval.inner_lr"] = config.eval.inner_lr
+    if config.train.time_budget is not None:
+        positive["train.time_budget"] = config.train.time_budget
+    positive["task.n_way"] = config.task.n_way
+    positive["task.image_size"] = config.task.image_size
     positive.update({f"model.hidden[{i}]": h for i, h in enumerate(config.model.hidden)})
     for path, value in positive.items():
         if not value > 0:
@@ -282,6 +301,16 @@ def validate(config: Config) -> None:
         raise ConfigError(
             "algorithm.inner_steps = 0 with algorithm.name = reptile gives a zero meta-gradient; "
             "set algorithm.inner_steps >= 1"
+        )
+    unknown_splits = sorted(set(config.task.rotations) - {"train", "val", "test"})
+    if unknown_splits:
+        raise ConfigError(
+            f"task.rotations names {unknown_splits}; only train, val and test are splits"
+        )
+    if config.model.name == "conv4" and len(config.model.hidden) != 1:
+        raise ConfigError(
+            f"model.hidden = {list(config.model.hidden)} for conv4 must be one number, the "
+            "filters per layer, e.g. [64]"
         )
     if config.algorithm.first_order and config.algorithm.name != "maml":
         raise ConfigError(

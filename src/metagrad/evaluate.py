@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from metagrad.algorithms.inner import InnerOptimizer, adapt
-from metagrad.algorithms.strategy import choose_strategy, map_tasks_no_grad
+from metagrad.algorithms.strategy import fastest_strategy, map_tasks_no_grad
 from metagrad.build import build_tasks, eval_optimizer, init_model, objective_for, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, load_checkpoint
 from metagrad.config import Config, load_config
@@ -46,7 +46,10 @@ def adapted_metrics(
     optimizer: InnerOptimizer,
     strategy: str,
 ) -> dict[str, torch.Tensor]:
-    """Query metrics of every task after 0..`steps` inner steps, `[num_tasks, steps + 1]` each."""
+    """Query metrics of every task after 0..`steps` inner steps, `[num_tasks, steps + 1]` each.
+
+    `strategy="auto"` measures both strategies on a few tasks first and runs the faster.
+    """
     params = {k: p.detach() for k, p in params.items()}
 
     def task(x_support, y_support, x_query, y_query) -> dict[str, torch.Tensor]:
@@ -63,6 +66,10 @@ def adapted_metrics(
             observe=lambda fast: objective.metrics(forward(fast, buffers, x_query), y_query),
         ).observations
 
+    batches = list(batches)
+    if strategy == "auto":
+        probe = next(batches[0].chunks(8))
+        strategy, _ = fastest_strategy(lambda s: map_tasks_no_grad(task, probe, strategy=s), 1)
     per_batch = [map_tasks_no_grad(task, batch, strategy=strategy) for batch in batches]
     return {k: torch.cat([b[k] for b in per_batch]) for k in per_batch[0]}
 
@@ -120,7 +127,7 @@ def evaluate_run(
     model, forward = load_model(config, state, device)
     params, buffers = meta_parameters(model)
     batches = fixed_batches(
-        build_tasks(config, config.eval.n_query),
+        build_tasks(config, config.eval.n_query, device),
         split,
         config.eval.num_tasks,
         config.eval.batch_size,
@@ -133,7 +140,7 @@ def evaluate_run(
         objective=objective_for(config),
         steps=config.eval.inner_steps,
         optimizer=eval_optimizer(config),
-        strategy=choose_strategy(config.train.strategy, model, device),
+        strategy="auto",
     )
     result = {
         "run": config.name,

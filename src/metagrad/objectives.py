@@ -25,3 +25,15 @@ def _regression_metrics(outputs: torch.Tensor, y: torch.Tensor) -> dict[str, tor
 
 
 REGRESSION = Objective(F.mse_loss, _regression_metrics, primary="mse", higher_is_better=False)
+
+
+def _classification_metrics(outputs: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {
+        "loss": F.cross_entropy(outputs, y),
+        "accuracy": (outputs.argmax(-1) == y).float().mean(),
+    }
+
+
+CLASSIFICATION = Objective(
+    F.cross_entropy, _classification_metrics, primary="accuracy", higher_is_better=True
+)

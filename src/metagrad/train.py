@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import shutil
+import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from metagrad.algorithms import build_algorithm, choose_strategy
-from metagrad.algorithms.inner import INNER_OPTIMIZERS
-from metagrad.build import build_tasks, init_model, objective_for, resolve_device
+from metagrad.algorithms import build_algorithm, fastest_strategy
+from metagrad.build import build_tasks, eval_optimizer, init_model, objective_for, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 from metagrad.config import Config, dump_yaml
 from metagrad.errors import CheckpointError, NonFiniteError
@@ -36,30 +38,35 @@ def fit(
     objective = objective_for(config)
     model = init_model(config).to(device)
     params, buffers = meta_parameters(model)
-    strategy = choose_strategy(settings.strategy, model, device)
-    algorithm = build_algorithm(config, functional_forward(model), objective, strategy)
+    algorithm = build_algorithm(config, functional_forward(model), objective, settings.strategy)
     optimizer = outer_optimizer(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
 
-    start, best = 0, None
+    start, best, elapsed = 0, None, 0.0
     if resume:
         state = load_checkpoint(run_dir / CHECKPOINT_DIR / "last.pt", device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start, best = state["step"], state["best"]
+        start, best, elapsed = state["step"], state["best"], state["elapsed"]
+        algorithm = dataclasses.replace(algorithm, strategy=state["strategy"])
     logger = RunLogger(run_dir, resume_step=start if resume else None)
 
-    tasks = build_tasks(config, config.task.n_query)
+    tasks = build_tasks(config, config.task.n_query, device)
+    val_tasks = build_tasks(config, config.eval.n_query, device)
     val_batches = [
-        batch.to(device)
-        for batch in fixed_batches(
-            build_tasks(config, config.eval.n_query),
-            "val",
-            settings.val_tasks,
-            config.eval.batch_size,
-        )
+        b.to(device)
+        for b in fixed_batches(val_tasks, "val", settings.val_tasks, config.eval.batch_size)
     ]
+    snapshots = [s for s in sorted(settings.snapshot_seconds) if s > elapsed]
+    if algorithm.strategy == "auto":
+        probe = tasks.sample("train", start, settings.meta_batch_size).to(device)
+        chosen, timings = fastest_strategy(
+            lambda s: dataclasses.replace(algorithm, strategy=s).meta_step(params, buffers, probe)
+        )
+        algorithm = dataclasses.replace(algorithm, strategy=chosen)
+        seconds = ", ".join(f"{name} {t:.3g} s" for name, t in timings.items())
+        print(f"execution strategy: {chosen} (measured per meta-step: {seconds})")
 
     def checkpoint(name: str, step: int) -> None:
         state = {
@@ -68,6 +75,8 @@ def fit(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "best": best,
+            "elapsed": elapsed,
+            "strategy": algorithm.strategy,
             "config": config.to_dict(),
             "fingerprint": config.fingerprint(),
         }
@@ -76,6 +85,7 @@ def fit(
     window: dict[str, list[float]] = {}
     bar = tqdm(range(start, settings.iterations), desc=config.name, disable=not progress)
     for step in bar:
+        tick = time.perf_counter()
         batch = tasks.sample("train", step, settings.meta_batch_size).to(device)
         grads, metrics = algorithm.meta_step(params, buffers, batch)
         check_finite(step, metrics["loss"], grads)
@@ -85,20 +95,26 @@ def fit(
         scheduler.step()
         for name, values in metrics.items():
             window.setdefault(name, []).append(values.mean().item())
+        elapsed += time.perf_counter() - tick
 
         done = step + 1
-        if done % settings.log_every == 0 or done == settings.iterations:
+        final = done == settings.iterations or elapsed >= (settings.time_budget or math.inf)
+        if done % settings.log_every == 0 or final:
             means = {name: sum(v) / len(v) for name, v in window.items()}
             logger.log(done, "train", {**means, "outer_lr": scheduler.get_last_lr()[0]})
             bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()})
             window.clear()
-        if done % settings.val_every == 0 or done == settings.iterations:
+        while snapshots and elapsed >= snapshots[0]:
+            checkpoint(f"time-{snapshots.pop(0):g}s", done)
+        if done % settings.val_every == 0 or final:
             value = validate(config, params, buffers, algorithm, val_batches, logger, done)
             if best is None or improves(objective.higher_is_better, value, best["value"]):
                 best = {"step": done, "value": value}
                 checkpoint("best", done)
-        if done % settings.ckpt_every == 0 or done == settings.iterations:
+        if done % settings.ckpt_every == 0 or final:
             checkpoint("last", done)
+        if final:
+            break
     logger.close()
     return run_dir
 
@@ -166,16 +182,16 @@ def improves(higher_is_better: bool, value: float, best: float) -> bool:
 
 
 def validate(config, params, buffers, algorithm, batches, logger, step) -> float:
-    """Primary metric on the fixed validation tasks after the training number of inner steps."""
+    """Primary metric on the fixed validation tasks, adapted as at test time."""
     metrics = adapted_metrics(
         algorithm.forward,
         params,
         buffers,
         batches,
         objective=algorithm.objective,
-        steps=config.algorithm.inner_steps,
-        optimizer=INNER_OPTIMIZERS[config.algorithm.inner_optimizer](config.algorithm.inner_lr),
-        strategy=algorithm.strategy,
+        steps=config.eval.inner_steps,
+        optimizer=eval_optimizer(config),
+        strategy="auto",
     )
     means = {name: values.mean(0) for name, values in metrics.items()}
     logged = {f"pre_{n}": m[0].item() for n, m in means.items()}

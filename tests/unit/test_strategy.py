@@ -1,11 +1,14 @@
 """Every execution strategy and chunking gives the loop's meta-gradient (float64)."""
 
+import time
+
 import pytest
 import torch
-from torch import nn
 
-from metagrad.algorithms import MAML, Pretrain, Reptile, adam, choose_strategy, sgd
-from metagrad.objectives import REGRESSION
+from metagrad.algorithms import MAML, Pretrain, Reptile, adam, fastest_strategy, sgd
+from metagrad.models import Conv4, functional_forward, meta_parameters
+from metagrad.objectives import CLASSIFICATION, REGRESSION
+from metagrad.tasks import TaskBatch
 
 ALGORITHMS = {
     "maml": lambda f: MAML(f, REGRESSION, 2, sgd(0.05)),
@@ -40,9 +43,32 @@ def test_strategies_match_the_per_task_loop(tiny_mlp, sinusoid_batch, name, stra
         torch.testing.assert_close(metrics[k], reference_metrics[k])
 
 
-def test_auto_strategy_is_vmap_for_mlps_and_loop_for_convolutions_on_cpu():
-    cpu = torch.device("cpu")
-    assert choose_strategy("auto", nn.Linear(2, 2), cpu) == "vmap"
-    assert choose_strategy("auto", nn.Conv2d(1, 1, 3), cpu) == "loop"
-    assert choose_strategy("auto", nn.Conv2d(1, 1, 3), torch.device("cuda")) == "vmap"
-    assert choose_strategy("loop", nn.Linear(2, 2), cpu) == "loop"
+def test_fastest_strategy_is_measured():
+    def run(strategy):
+        time.sleep(0.03 if strategy == "vmap" else 0.0)
+
+    chosen, timings = fastest_strategy(run, repeats=1)
+    assert chosen == "loop"
+    assert timings["vmap"] > timings["loop"]
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_conv4_with_batch_norm_vmap_matches_loop_second_order(first_order):
+    """Task batch statistics under vmap: the trap where a fused batch norm goes wrong."""
+    torch.manual_seed(0)
+    model = Conv4(1, 3, 12, hidden=4).double()
+    params, buffers = meta_parameters(model)
+    batch = TaskBatch(
+        torch.rand(3, 6, 1, 12, 12, dtype=torch.float64),
+        torch.arange(3).repeat(2).expand(3, 6),
+        torch.rand(3, 9, 1, 12, 12, dtype=torch.float64),
+        torch.arange(3).repeat(3).expand(3, 9),
+    )
+    algorithm = MAML(
+        functional_forward(model), CLASSIFICATION, 2, sgd(0.3), first_order=first_order
+    )
+    reference, _ = run(algorithm, "loop", None, params, buffers, batch)
+    for chunk_size in (None, 2):
+        grads, _ = run(algorithm, "vmap", chunk_size, params, buffers, batch)
+        for k in params:
+            torch.testing.assert_close(grads[k], reference[k], rtol=1e-9, atol=1e-12)

@@ -3,7 +3,7 @@ from metagrad.algorithms.inner import INNER_OPTIMIZERS, Adaptation, InnerOptimiz
 from metagrad.algorithms.maml import MAML
 from metagrad.algorithms.pretrain import Pretrain
 from metagrad.algorithms.reptile import Reptile
-from metagrad.algorithms.strategy import STRATEGIES, accumulate_gradient, choose_strategy
+from metagrad.algorithms.strategy import STRATEGIES, accumulate_gradient, fastest_strategy
 from metagrad.config import Config
 from metagrad.models.functional import Forward
 from metagrad.objectives import Objective
@@ -21,7 +21,7 @@ __all__ = [
     "adam",
     "adapt",
     "build_algorithm",
-    "choose_strategy",
+    "fastest_strategy",
     "sgd",
 ]
 
