@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,3 +19,12 @@ def tiny_mlp():
 @pytest.fixture
 def sinusoid_batch():
     return SinusoidTasks(k_shot=5, n_query=7, seed=3).sample("train", 0, 6).to("cpu", torch.float64)
+
+
+@pytest.fixture(scope="session")
+def omniglot_root():
+    """The real Omniglot archives, beside the project as `../shared/datasets/omniglot`."""
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "omniglot"
+    if not (root / "images_background.zip").is_file():
+        pytest.skip(f"the real Omniglot archives are not in {root}")
+    return root

@@ -55,18 +55,23 @@ def init_model(config: Config) -> nn.Module:
         return build_model(config)
 
 
-def build_tasks(config: Config, n_query: int, device: torch.device | None = None) -> TaskSource:
-    """The task source of `config.task` with `n_query` query examples per task (per class)."""
+def build_tasks(
+    config: Config, device: torch.device | str = "cpu", *, evaluation: bool = False
+) -> TaskSource:
+    """The task source of `config.task`, shaped for meta-training or, with `evaluation`, for
+    validation and test (`eval.k_shot` and `eval.n_query`)."""
     task = config.task
+    k_shot = (config.eval.k_shot or task.k_shot) if evaluation else task.k_shot
+    n_query = config.eval.n_query if evaluation else task.n_query
     if task.dataset == "sinusoid":
-        return SinusoidTasks(k_shot=task.k_shot, n_query=n_query, seed=config.train.seed)
+        return SinusoidTasks(k_shot=k_shot, n_query=n_query, seed=config.train.seed)
     images = {
         split: split_images(
             task.data_root, task.image_size, task.class_split, split, split in task.rotations
-        ).to(device or "cpu")
+        ).to(device)
         for split in SPLITS
     }
-    return EpisodeSampler(images, task.n_way, task.k_shot, n_query, seed=config.train.seed)
+    return EpisodeSampler(images, task.n_way, k_shot, n_query, seed=config.train.seed)
 
 
 @lru_cache(maxsize=8)

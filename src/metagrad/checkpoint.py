@@ -1,9 +1,19 @@
-"""Checkpoints: written atomically, loaded safely (`weights_only=True`)."""
+"""Checkpoints that are complete and verified, or absent.
+
+A checkpoint file is named `<kind>-<step>-<digest>.pt`, where `digest` is the start of the
+SHA-256 of its bytes: written to a temporary name, flushed to disk, then renamed, so a reader
+never sees a partial file under a checkpoint name, and a file damaged later (truncated, bit rot)
+fails its digest and is skipped with a warning in favour of an older one.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,40 +22,101 @@ import torch
 from metagrad.errors import CheckpointError
 
 CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(
+    r"^(?P<kind>[a-z0-9]+(?:-[0-9.]+s)?)-(?P<step>\d{8})-(?P<digest>[0-9a-f]{16})\.pt$"
+)
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to a temporary file beside `path`, flush it to disk, then rename.
+class CheckpointStore:
+    """The checkpoints of one run: the newest `keep` of kind `step`, one of every other kind.
 
-    The rename is atomic, so `path` always holds either the previous or the new complete
-    checkpoint, even if the process dies or the disk fills up halfway.
+    Kinds: `step` (periodic; the newest valid one is `last`), `best` (best on validation),
+    `time-<seconds>s` (snapshots at points of training time).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+    def __init__(self, folder: Path, keep: int = 3):
+        self.folder = folder
+        self.keep = keep
+
+    def save(self, kind: str, step: int, state: dict[str, Any]) -> Path:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        data = buffer.getvalue()
+        path = self.folder / f"{kind}-{step:08d}-{hashlib.sha256(data).hexdigest()[:16]}.pt"
+        _atomic_write(path, data)
+        stale = self.paths(kind)[self.keep if kind == "step" else 1 :]
+        for old in stale:
+            old.unlink(missing_ok=True)
+        return path
+
+    def paths(self, kind: str) -> list[Path]:
+        """Files of `kind`, newest step first (unverified)."""
+        found = []
+        for path in self.folder.glob(f"{kind}-*.pt"):
+            match = _NAME.match(path.name)
+            if match and match["kind"] == kind:
+                found.append((int(match["step"]), path))
+        return [path for _, path in sorted(found, reverse=True)]
+
+    def load(self, which: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        """The newest valid checkpoint of a kind (`last` = newest periodic one)."""
+        kind = "step" if which == "last" else which
+        candidates = self.paths(kind)
+        for path in candidates:
+            try:
+                return load_checkpoint(path, map_location)
+            except CheckpointError as err:
+                warnings.warn(f"{err}; trying an older checkpoint", stacklevel=2)
+        if candidates:
+            raise CheckpointError(
+                f"every {which} checkpoint in {self.folder} is damaged; start the run again "
+                "with --overwrite"
+            )
+        raise CheckpointError(
+            f"{self.folder} holds no {which} checkpoint; train first, or choose another with "
+            "--checkpoint (last, best, time-<seconds>s or a file)"
+        )
+
+    def remove_temporary(self) -> None:
+        """Temporary files left by a process killed while saving."""
+        for path in self.folder.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp_name = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp_name, path)
     except BaseException as err:
-        Path(tmp_name).unlink(missing_ok=True)
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
         if isinstance(err, OSError):
             raise CheckpointError(
                 f"could not write checkpoint {path}: {err.strerror or err}; the previous "
-                "checkpoint is intact. Free disk space or make the run folder writable, then "
-                "resume with --resume"
+                "checkpoints are intact. Free disk space or make the run folder writable, then "
+                "continue with --resume"
             ) from err
         raise
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; train first or give another")
+    """Read a checkpoint file, verifying the digest in its name when it has one."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {err.strerror or err}") from err
+    match = _NAME.match(path.name)
+    if match and hashlib.sha256(data).hexdigest()[:16] != match["digest"]:
+        raise CheckpointError(f"checkpoint {path} is damaged (its checksum does not match)")
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as err:
         raise CheckpointError(
-            f"checkpoint {path} is unreadable or truncated ({type(err).__name__}: {err}); "
-            "resume from another checkpoint or retrain"
+            f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); use another one"
         ) from err

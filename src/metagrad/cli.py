@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from metagrad.errors import MetagradError
+from metagrad.errors import ConfigError, MetagradError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,10 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="command")
 
     train = commands.add_parser("train", help="meta-train a preset or a YAML config")
-    train.add_argument("config", help="preset name (see `metagrad config list`) or YAML file")
+    train.add_argument(
+        "config", nargs="?", help="preset name (see `metagrad config list`) or YAML file"
+    )
     _add_overrides(train)
     train.add_argument("--run-dir", type=Path, help="run folder (default: runs/<preset name>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="RUN",
+        help="continue a run from its newest complete checkpoint: the folder RUN, or --run-dir "
+        "(the config may then be left out; fields that change what is learned must not change)",
+    )
     train.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.add_argument(
@@ -43,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a run on fixed test tasks")
     evaluate.add_argument("run", type=Path, help="run folder")
     evaluate.add_argument(
-        "--checkpoint", default="best", help="best | last | a path (default best)"
+        "--checkpoint",
+        default="best",
+        help="best | last | time-<seconds>s | a .pt file (default: best)",
     )
     evaluate.add_argument("--split", default="test", choices=["test", "val"])
     _add_overrides(evaluate, help_extra=" (e.g. eval.num_tasks=1000 eval.inner_lr=0.02)")
@@ -108,11 +119,13 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"train.time_budget={args.time_budget}")
     if args.data_root is not None:
         overrides.append(f"task.data_root={args.data_root}")
-    config = load_config(args.config, overrides)
-    run_dir = args.run_dir or Path("runs") / config.name
-    fit(
-        config, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
-    )
+    resume = args.resume is not None
+    run_dir = Path(args.resume) if args.resume else args.run_dir
+    if args.config is None and not run_dir:
+        raise ConfigError("give a preset or config file to train, or --resume RUN to continue one")
+    config = load_config(args.config or run_dir / "config.yaml", overrides)
+    run_dir = run_dir or Path("runs") / config.name
+    fit(config, run_dir, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"run saved in {run_dir}; evaluating the best checkpoint on test tasks")
     print(format_summary(evaluate_run(run_dir)))
     return 0

@@ -99,7 +99,13 @@ class TrainConfig:
     time_budget: float | None = None
     """Stop after this many seconds of training (validation not counted); null = no limit."""
     snapshot_seconds: tuple[float, ...] = ()
-    """Also keep a checkpoint `time-<s>s.pt` when training time first passes each of these."""
+    """Also keep a checkpoint `time-<s>s` when training time first passes each of these."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept (the newest); the best-on-validation one is kept as well."""
+    nonfinite: Literal["error", "skip"] = "error"
+    """A NaN/Inf loss or gradient: stop with an error, or skip the step (see max_skips)."""
+    max_skips: int = 10
+    """With nonfinite = skip: stop anyway after this many consecutive skipped steps."""
 
 
 @dataclass(frozen=True)
@@ -112,10 +118,16 @@ class EvalConfig:
     """Evaluate after every inner step 0..inner_steps."""
     inner_lr: float | None = None
     """Inner learning rate at test time; null = the training one."""
+    k_shot: int | None = None
+    """Support examples per test task (per class); null = task.k_shot. Reptile trains on more
+    shots than it is tested on."""
     n_query: int = 100
     """Query examples per test task (per class)."""
     batch_size: int = 100
     """Test tasks adapted at once."""
+    batch_norm: Literal["transductive", "inductive"] = "transductive"
+    """transductive: the query set is one batch (the MAML reference); inductive: each query
+    example is normalised in a batch with the support set alone (Reptile's protocol)."""
 
 
 @dataclass(frozen=True)
@@ -275,12 +287,16 @@ def validate(config: Config) -> None:
         "train.val_every": config.train.val_every,
         "train.val_tasks": config.train.val_tasks,
         "train.ckpt_every": config.train.ckpt_every,
+        "train.keep_checkpoints": config.train.keep_checkpoints,
+        "train.max_skips": config.train.max_skips,
         "eval.num_tasks": config.eval.num_tasks,
         "eval.n_query": config.eval.n_query,
         "eval.batch_size": config.eval.batch_size,
     }
     if config.train.chunk_size is not None:
         positive["train.chunk_size"] = config.train.chunk_size
+    if config.eval.k_shot is not None:
+        positive["eval.k_shot"] = config.eval.k_shot
     if config.eval.inner_lr is not None:
         positive["eval.inner_lr"] = config.eval.inner_lr
     if config.train.time_budget is not None:

@@ -1,5 +1,7 @@
 """Errors a user can act on, each with the exit code the command line returns for it."""
 
+import signal
+
 
 class MetagradError(Exception):
     """Base class: a message that says what was wrong and what to do."""
@@ -29,3 +31,19 @@ class NonFiniteError(MetagradError):
     """A loss or gradient became NaN or infinite during training."""
 
     exit_code = 5
+
+
+class Interrupted(MetagradError):
+    """Training was stopped by a signal; the exit code is 128 + the signal number."""
+
+    def __init__(self, signum: int, saved: bool, step: int | None = None, run: str = "<run>"):
+        name = signal.Signals(signum).name
+        if saved:
+            message = (
+                f"stopped by {name} after outer step {step}; checkpoint saved. "
+                f"Continue with: metagrad train --resume {run}"
+            )
+        else:
+            message = f"aborted by a second {name}; the last complete checkpoint is intact"
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -16,8 +16,9 @@ import torch
 from metagrad.algorithms.inner import InnerOptimizer, adapt
 from metagrad.algorithms.strategy import fastest_strategy, map_tasks_no_grad
 from metagrad.build import build_tasks, eval_optimizer, init_model, objective_for, resolve_device
-from metagrad.checkpoint import CHECKPOINT_DIR, load_checkpoint
+from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore, load_checkpoint
 from metagrad.config import Config, load_config
+from metagrad.models.conv4 import TaskBatchNorm2d
 from metagrad.models.functional import Forward, Params, functional_forward, meta_parameters
 from metagrad.objectives import Objective
 from metagrad.tasks.batch import TaskBatch
@@ -45,12 +46,23 @@ def adapted_metrics(
     steps: int,
     optimizer: InnerOptimizer,
     strategy: str,
+    inductive: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Query metrics of every task after 0..`steps` inner steps, `[num_tasks, steps + 1]` each.
 
     `strategy="auto"` measures both strategies on a few tasks first and runs the faster.
+    `inductive` predicts each query example in a batch made of the support set and that example
+    alone, so no query example sees another's batch statistics (the Reptile paper's
+    non-transductive protocol); otherwise the whole query set is one batch, as in MAML.
     """
     params = {k: p.detach() for k, p in params.items()}
+
+    def predict(fast: Params, x_support: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
+        if not inductive:
+            return forward(fast, buffers, x_query)
+        support = x_support.expand(x_query.shape[0], *x_support.shape)
+        batches = torch.cat([support, x_query[:, None]], dim=1)
+        return torch.func.vmap(lambda b: forward(fast, buffers, b)[-1])(batches)
 
     def task(x_support, y_support, x_query, y_query) -> dict[str, torch.Tensor]:
         return adapt(
@@ -63,7 +75,7 @@ def adapted_metrics(
             steps=steps,
             optimizer=optimizer,
             first_order=True,
-            observe=lambda fast: objective.metrics(forward(fast, buffers, x_query), y_query),
+            observe=lambda fast: objective.metrics(predict(fast, x_support, x_query), y_query),
         ).observations
 
     batches = list(batches)
@@ -103,7 +115,10 @@ def format_summary(result: dict) -> str:
     names = list(result["mean"])
     rows = [
         f"{result['run']}: {result['split']} tasks ({result['num_tasks']}), checkpoint at step "
-        f"{result['step']}, inner lr {result['inner_lr']}; mean ± 95% CI",
+        f"{result['step']}, inner lr {result['inner_lr']}, {result['n_query']} query per task"
+        f"{' (per class)' if 'accuracy' in result['mean'] else ''}"
+        + (f", batch norm: {result['batch_norm']}" if result["batch_norm"] else "")
+        + "; mean ± 95% CI",
         "step  " + "  ".join(f"{n:>21}" for n in names),
     ]
     for step in range(len(result["mean"][names[0]])):
@@ -120,14 +135,11 @@ def evaluate_run(
     """Evaluate a trained run on fixed tasks of `split`; writes `<run>/eval-<split>.json`."""
     config = load_config(run_dir / "config.yaml", overrides)
     device = resolve_device(config.train.device)
-    path = (
-        run_dir / CHECKPOINT_DIR / f"{checkpoint}.pt" if "/" not in checkpoint else Path(checkpoint)
-    )
-    state = load_checkpoint(path, device)
+    state = read_checkpoint(run_dir, checkpoint, device)
     model, forward = load_model(config, state, device)
     params, buffers = meta_parameters(model)
     batches = fixed_batches(
-        build_tasks(config, config.eval.n_query, device),
+        build_tasks(config, device, evaluation=True),
         split,
         config.eval.num_tasks,
         config.eval.batch_size,
@@ -141,19 +153,38 @@ def evaluate_run(
         steps=config.eval.inner_steps,
         optimizer=eval_optimizer(config),
         strategy="auto",
+        inductive=config.eval.batch_norm == "inductive",
     )
     result = {
         "run": config.name,
         "split": split,
-        "checkpoint": str(path),
+        "checkpoint": checkpoint,
         "step": state["step"],
         "inner_lr": config.eval.inner_lr or config.algorithm.inner_lr,
         "inner_steps": config.eval.inner_steps,
+        "k_shot": config.eval.k_shot or config.task.k_shot,
         "n_query": config.eval.n_query,
+        "batch_norm": batch_norm_mode(model, config.eval.batch_norm),
         **summarize(metrics).to_dict(),
     }
     (run_dir / f"eval-{split}.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def read_checkpoint(run_dir: Path, which: str, device: torch.device | str = "cpu") -> dict:
+    """`which`: best, last, time-<seconds>s, or the path of a checkpoint file."""
+    if which.endswith(".pt"):
+        return load_checkpoint(Path(which), device)
+    return CheckpointStore(run_dir / CHECKPOINT_DIR).load(which, device)
+
+
+def batch_norm_mode(model: torch.nn.Module, mode: str) -> str | None:
+    """How the network normalised the query set, stated with every evaluation."""
+    if not any(isinstance(m, TaskBatchNorm2d) for m in model.modules()):
+        return None
+    if mode == "inductive":
+        return "inductive: each query example normalised with the support set alone"
+    return "transductive: task batch statistics, the query set normalised as one batch"
 
 
 def load_model(config: Config, state: dict, device: torch.device):

@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 
 from metagrad.algorithms.inner import adapt
 from metagrad.build import build_tasks, eval_optimizer, objective_for
-from metagrad.checkpoint import CHECKPOINT_DIR, load_checkpoint
 from metagrad.config import load_config
 from metagrad.errors import CheckpointError
-from metagrad.evaluate import load_model
+from metagrad.evaluate import load_model, read_checkpoint
 from metagrad.logging import METRICS_FILE, read_metrics
 from metagrad.models.functional import meta_parameters
 
@@ -34,7 +30,8 @@ def plot_runs(runs: list[Path], out_dir: Path) -> list[Path]:
 
 def plot_learning_curves(runs: list[Path], path: Path) -> Path:
     """Pre- and post-adaptation query metric vs outer step, training and validation tasks."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2, sharey=True)
     for run in runs:
         file = run / METRICS_FILE
         if not file.is_file():
@@ -59,7 +56,8 @@ def plot_learning_curves(runs: list[Path], path: Path) -> Path:
 
 def plot_metric_vs_steps(runs: list[Path], path: Path) -> Path:
     """The evaluated metric (mean ± 95% CI) after each inner step, one line per run."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     for run in runs:
         result = json.loads((run / "eval-test.json").read_text())
         primary = objective_for(load_config(run / "config.yaml")).primary
@@ -80,13 +78,12 @@ def plot_sinusoid_fits(
     runs: list[Path], path: Path, num_tasks: int = 3, shown_steps: tuple[int, ...] = (0, 1, 10)
 ) -> Path:
     """MAML paper Figure 2: true curve, the K support points and the fit after a few steps."""
-    fig, axes = plt.subplots(
-        num_tasks, len(runs), figsize=(4.5 * len(runs), 3 * num_tasks), squeeze=False
-    )
+    fig = Figure(figsize=(4.5 * len(runs), 3 * num_tasks))
+    axes = fig.subplots(num_tasks, len(runs), squeeze=False)
     x_grid = torch.linspace(-5, 5, 200).unsqueeze(-1)
     for column, run in enumerate(runs):
         config = load_config(run / "config.yaml")
-        tasks = build_tasks(config, n_query=0)
+        tasks = build_tasks(config, evaluation=True)
         for row in range(num_tasks):
             batch = tasks.sample("test", row, 1)
             amplitude, phase = tasks.functions("test", row, 1)
@@ -97,14 +94,14 @@ def plot_sinusoid_fits(
                 ax.plot(x_grid, fits[step], "--", label=f"after {step} steps")
             ax.plot(batch.x_support[0], batch.y_support[0], "k^", label="support points")
             if row == 0:
-                ax.set_title(f"{run.name} (K={config.task.k_shot})")
+                ax.set_title(f"{run.name} (K={batch.x_support.shape[1]})")
     axes[0][0].legend(fontsize=7)
     return _save(fig, path)
 
 
 def _fits(run: Path, config, batch, x_grid: torch.Tensor, steps: int) -> torch.Tensor:
     """The run's predictions on `x_grid` after 0..`steps` inner steps on the task's support set."""
-    model, forward = load_model(config, load_checkpoint(run / CHECKPOINT_DIR / "best.pt"), "cpu")
+    model, forward = load_model(config, read_checkpoint(run, "best"), "cpu")
     params, buffers = meta_parameters(model)
     return (
         adapt(
@@ -123,8 +120,7 @@ def _fits(run: Path, config, batch, x_grid: torch.Tensor, steps: int) -> torch.T
     )
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -1,10 +1,15 @@
 """The `metagrad` command, run as a user runs it: in a subprocess."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
+
+from metagrad.checkpoint import CheckpointStore
 
 TINY = [
     "--set",
@@ -82,3 +87,86 @@ def test_an_existing_run_is_never_overwritten_silently(tmp_path):
     done = metagrad(*args, cwd=tmp_path)
     assert done.returncode == 4 and "already holds a run" in done.stderr
     assert metagrad(*args, "--overwrite", cwd=tmp_path).returncode == 0
+
+
+SIGNAL_RUN = [
+    "train",
+    "maml-sinusoid-5shot",
+    "--no-progress",
+    "--set",
+    "train.iterations=1500",
+    "train.log_every=50",
+    "train.val_every=500",
+    "train.val_tasks=20",
+    "eval.num_tasks=20",
+]
+
+
+def start_and_signal(tmp_path, run_dir, *signals):
+    """Start a training subprocess, wait until it is training, then send `signals`."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "metagrad", *SIGNAL_RUN, "--run-dir", run_dir],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = tmp_path / run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for sig in signals:
+        process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_and_exits_and_resume_ends_where_the_whole_run_ends(tmp_path, sig):
+    assert metagrad(*SIGNAL_RUN, "--run-dir", "whole", cwd=tmp_path).returncode == 0
+    code, stderr = start_and_signal(tmp_path, "split", sig)
+    assert code == 128 + sig, stderr
+    assert (
+        f"stopped by {signal.Signals(sig).name}" in stderr
+        and "metagrad train --resume split" in stderr
+    )
+    stopped_at = CheckpointStore(tmp_path / "split/checkpoints").load("last")["step"]
+    assert 0 < stopped_at < 1500
+    done = metagrad("train", "--resume", "split", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    whole, split = (
+        CheckpointStore(tmp_path / r / "checkpoints").load("last") for r in ("whole", "split")
+    )
+    for name in whole["model"]:
+        assert torch.equal(whole["model"][name], split["model"][name]), name
+    assert (tmp_path / "whole/metrics.jsonl").read_text() == (
+        tmp_path / "split/metrics.jsonl"
+    ).read_text()
+
+
+def test_a_second_signal_aborts_at_once_and_leaves_a_complete_checkpoint(tmp_path):
+    code, _ = start_and_signal(tmp_path, "run", signal.SIGINT, signal.SIGINT)
+    assert code == 128 + signal.SIGINT
+    store = CheckpointStore(tmp_path / "run/checkpoints")
+    assert store.load("last")["step"] >= 0
+    assert not list((tmp_path / "run/checkpoints").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code", "message"),
+    [
+        (["task.n_way=5000"], 2, "task.n_way = 5000 but the train split has only 4400 classes"),
+        (["task.k_shot=15", "task.n_query=10"], 2, "k_shot + n_query = 15 + 10 = 25"),
+        (["task.data_root=missing-folder"], 3, "missing-folder"),
+        (["task.class_split=nope"], 2, "nope"),
+    ],
+)
+def test_bad_omniglot_requests_fail_before_training(
+    tmp_path, omniglot_root, overrides, code, message
+):
+    root = [f"task.data_root={omniglot_root}"]
+    done = metagrad("train", "maml-omniglot-5w1s", "--set", *root, *overrides, cwd=tmp_path)
+    assert done.returncode == code, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists()

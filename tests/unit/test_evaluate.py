@@ -5,8 +5,9 @@ import torch.nn.functional as F
 
 from metagrad.algorithms import sgd
 from metagrad.evaluate import adapted_metrics, fixed_batches, summarize
-from metagrad.objectives import REGRESSION
-from metagrad.tasks import SinusoidTasks
+from metagrad.models import Conv4, functional_forward, meta_parameters
+from metagrad.objectives import CLASSIFICATION, REGRESSION
+from metagrad.tasks import SinusoidTasks, TaskBatch
 
 
 def test_fixed_tasks_do_not_depend_on_the_batch_size():
@@ -51,3 +52,41 @@ def test_evaluation_matches_per_task_adaptation_and_leaves_theta_alone(tiny_mlp)
         fast = {k: fast[k] - 0.1 * grads[k] for k in fast}
     for k in params:
         assert torch.equal(params[k], before[k])
+
+
+def test_inductive_batch_norm_normalises_each_query_example_with_the_support_set_only():
+    torch.manual_seed(0)
+    model = Conv4(1, 3, 12, hidden=4).double()
+    forward = functional_forward(model)
+    params, buffers = meta_parameters(model)
+    batch = TaskBatch(
+        torch.rand(1, 3, 1, 12, 12, dtype=torch.float64),
+        torch.arange(3)[None],
+        torch.rand(1, 5, 1, 12, 12, dtype=torch.float64),
+        torch.tensor([[0, 1, 2, 0, 1]]),
+    )
+
+    def loss(inductive):
+        metrics = adapted_metrics(
+            forward,
+            params,
+            buffers,
+            [batch],
+            objective=CLASSIFICATION,
+            steps=0,
+            optimizer=sgd(0.1),
+            strategy="loop",
+            inductive=inductive,
+        )
+        return metrics["loss"][0, 0]
+
+    xs, _, xq, yq = (t[0] for t in batch.tensors())
+    alone = [
+        F.cross_entropy(forward(params, buffers, torch.cat([xs, x[None]]))[-1:], y[None])
+        for x, y in zip(xq, yq)
+    ]
+    torch.testing.assert_close(loss(inductive=True), torch.stack(alone).mean())
+    torch.testing.assert_close(
+        loss(inductive=False), F.cross_entropy(forward(params, buffers, xq), yq)
+    )
+    assert not torch.isclose(loss(inductive=True), loss(inductive=False))

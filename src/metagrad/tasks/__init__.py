@@ -1,5 +1,6 @@
 from metagrad.tasks.batch import TaskBatch
+from metagrad.tasks.sampler import EpisodeSampler
 from metagrad.tasks.seeding import task_generator
 from metagrad.tasks.sinusoid import SinusoidTasks
 
-__all__ = ["SinusoidTasks", "TaskBatch", "task_generator"]
+__all__ = ["EpisodeSampler", "SinusoidTasks", "TaskBatch", "task_generator"]

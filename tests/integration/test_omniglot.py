@@ -1,0 +1,22 @@
+"""Meta-training on the real Omniglot: a short CPU budget must beat chance by a wide margin."""
+
+from metagrad.config import load_config
+from metagrad.evaluate import evaluate_run
+from metagrad.train import fit
+
+
+def test_a_short_maml_run_on_real_omniglot_beats_chance_by_far(tmp_path, omniglot_root):
+    config = load_config(
+        "maml-omniglot-5w1s",
+        [
+            f"task.data_root={omniglot_root}",
+            "train.iterations=150",
+            "train.val_every=150",
+            "train.val_tasks=50",
+            "eval.num_tasks=100",
+        ],
+    )
+    result = evaluate_run(fit(config, tmp_path / "run", progress=False))
+    accuracy = result["mean"]["accuracy"]
+    assert accuracy[0] < 0.3, "before adaptation a 5-way classifier is at chance"
+    assert accuracy[-1] >= 0.6, accuracy  # chance is 0.2
