@@ -32,7 +32,7 @@ def plot_learning_curves(runs: list[Path], path: Path) -> Path:
     """Pre- and post-adaptation query metric vs outer step, training and validation tasks."""
     fig = Figure(figsize=(11, 4))
     axes = fig.subplots(1, 2, sharey=True)
-    for run in runs:
+    for color, run in enumerate(runs):
         file = run / METRICS_FILE
         if not file.is_file():
             raise CheckpointError(f"{run} has no {METRICS_FILE}; is it a run folder?")
@@ -45,7 +45,9 @@ def plot_learning_curves(runs: list[Path], path: Path) -> Path:
                 points = [(r["step"], r[key]) for r in rows if key in r]
                 if points:
                     steps, values = zip(*points, strict=True)
-                    ax.plot(steps, values, style, label=f"{run.name} {stage}-update")
+                    ax.plot(
+                        steps, values, style, color=f"C{color}", label=f"{run.name} {stage}-update"
+                    )
             ax.set_title(f"{split} tasks")
             ax.set_xlabel("outer step")
             ax.set_ylabel(primary)

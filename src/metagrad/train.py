@@ -63,12 +63,15 @@ def fit(
     store.remove_temporary()
 
     start, best, elapsed, skipped = 0, None, 0.0, 0
+    window: dict[str, list[float]] = {}  # metrics of the steps since the last log line
     if resume:
         state = store.load("last", device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start, best, elapsed, skipped = (state[k] for k in ("step", "best", "elapsed", "skipped"))
+        start, best, elapsed, skipped, window = (
+            state[k] for k in ("step", "best", "elapsed", "skipped", "window")
+        )
         algorithm = dataclasses.replace(algorithm, strategy=state["strategy"])
     elif algorithm.strategy == "auto":
         algorithm = measured_strategy(
@@ -89,6 +92,7 @@ def fit(
             "best": best,
             "elapsed": elapsed,
             "skipped": skipped,
+            "window": window,
             "strategy": algorithm.strategy,
             "config": config.to_dict(),
             "fingerprint": config.fingerprint(),
@@ -97,7 +101,6 @@ def fit(
 
     if not resume:
         checkpoint("step", 0)
-    window: dict[str, list[float]] = {}
     bar = tqdm(range(start, settings.iterations), desc=config.name, disable=not progress)
     with GracefulStop() as stop:
         for step in bar:
