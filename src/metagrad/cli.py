@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from metagrad.errors import ConfigError, MetagradError
+from metagrad.errors import CheckpointError, ConfigError, MetagradError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,6 +123,8 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = Path(args.resume) if args.resume else args.run_dir
     if args.config is None and not run_dir:
         raise ConfigError("give a preset or config file to train, or --resume RUN to continue one")
+    if args.config is None and not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"--resume {run_dir}: not a run folder (it has no config.yaml)")
     config = load_config(args.config or run_dir / "config.yaml", overrides)
     run_dir = run_dir or Path("runs") / config.name
     fit(config, run_dir, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
