@@ -84,10 +84,7 @@ def accumulate_gradient(
     return dict(zip(names, grads, strict=True)), metrics
 
 
-def map_tasks_no_grad(
-    fn: TaskFn, batch: TaskBatch, *, strategy: str, chunk_size: int | None = None
-) -> dict[str, torch.Tensor]:
+def map_tasks_no_grad(fn: TaskFn, batch: TaskBatch, *, strategy: str) -> dict[str, torch.Tensor]:
     """`fn` over every task without building a graph for θ (evaluation)."""
     with torch.no_grad():
-        outputs = [STRATEGIES[strategy](fn, chunk) for chunk in batch.chunks(chunk_size)]
-    return {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+        return STRATEGIES[strategy](fn, batch)
