@@ -44,8 +44,10 @@ class CheckpointStore:
         data = buffer.getvalue()
         path = self.folder / f"{kind}-{step:08d}-{hashlib.sha256(data).hexdigest()[:16]}.pt"
         _atomic_write(path, data)
-        stale = self.paths(kind)[self.keep if kind == "step" else 1 :]
-        for old in stale:
+        others = [(int(_NAME.match(p.name)["step"]), p) for p in self.paths(kind) if p != path]
+        older = [p for s, p in others if s != step]  # files of this step were superseded
+        keep_older = (self.keep if kind == "step" else 1) - 1
+        for old in [p for s, p in others if s == step] + older[keep_older:]:
             old.unlink(missing_ok=True)
         return path
 

@@ -83,3 +83,12 @@ def test_leftover_temporary_files_are_removed(tmp_path):
     (tmp_path / ".step-00000001-0123456789abcdef.pt.x1y2.tmp").write_bytes(b"partial")
     CheckpointStore(tmp_path).remove_temporary()
     assert not list(tmp_path.iterdir())
+
+
+def test_saving_a_step_again_replaces_the_file_of_that_step(tmp_path):
+    store = CheckpointStore(tmp_path, keep=3)
+    store.save("step", 1, state(1))
+    store.save("step", 2, state(2))
+    store.save("step", 2, {**state(2), "note": "again"})
+    assert len(store.paths("step")) == 2
+    assert store.load("last")["note"] == "again"
