@@ -86,6 +86,23 @@ def adapted_metrics(
     return {k: torch.cat([b[k] for b in per_batch]) for k in per_batch[0]}
 
 
+def protocol_metrics(
+    config: Config, forward: Forward, params: Params, buffers: Params, batches: list[TaskBatch]
+) -> dict[str, torch.Tensor]:
+    """`adapted_metrics` with the run's test-time protocol (`config.eval`): validation and test."""
+    return adapted_metrics(
+        forward,
+        params,
+        buffers,
+        batches,
+        objective=objective_for(config),
+        steps=config.eval.inner_steps,
+        optimizer=eval_optimizer(config),
+        strategy="auto",
+        inductive=config.eval.batch_norm == "inductive",
+    )
+
+
 def fixed_batches(tasks, split: str, num_tasks: int, batch_size: int) -> list[TaskBatch]:
     """Tasks 0..num_tasks−1 of `split`, in meta-batches of `batch_size`.
 
@@ -144,17 +161,7 @@ def evaluate_run(
         config.eval.num_tasks,
         config.eval.batch_size,
     )
-    metrics = adapted_metrics(
-        forward,
-        params,
-        buffers,
-        [b.to(device) for b in batches],
-        objective=objective_for(config),
-        steps=config.eval.inner_steps,
-        optimizer=eval_optimizer(config),
-        strategy="auto",
-        inductive=config.eval.batch_norm == "inductive",
-    )
+    metrics = protocol_metrics(config, forward, params, buffers, [b.to(device) for b in batches])
     result = {
         "run": config.name,
         "split": split,

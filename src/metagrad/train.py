@@ -12,11 +12,11 @@ import torch
 from tqdm import tqdm
 
 from metagrad.algorithms import MetaAlgorithm, build_algorithm, fastest_strategy
-from metagrad.build import build_tasks, eval_optimizer, init_model, objective_for, resolve_device
+from metagrad.build import build_tasks, init_model, objective_for, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from metagrad.config import Config
 from metagrad.errors import Interrupted, NonFiniteError
-from metagrad.evaluate import adapted_metrics, fixed_batches
+from metagrad.evaluate import fixed_batches, protocol_metrics
 from metagrad.interrupt import GracefulStop
 from metagrad.logging import RunLogger
 from metagrad.models.functional import Params, functional_forward, meta_parameters
@@ -191,17 +191,7 @@ def improves(higher_is_better: bool, value: float, best: float) -> bool:
 
 def validate(config, params, buffers, algorithm, batches, logger, step) -> float:
     """Primary metric on the fixed validation tasks, adapted as at test time."""
-    metrics = adapted_metrics(
-        algorithm.forward,
-        params,
-        buffers,
-        batches,
-        objective=algorithm.objective,
-        steps=config.eval.inner_steps,
-        optimizer=eval_optimizer(config),
-        strategy="auto",
-        inductive=config.eval.batch_norm == "inductive",
-    )
+    metrics = protocol_metrics(config, algorithm.forward, params, buffers, batches)
     means = {name: values.mean(0) for name, values in metrics.items()}
     logged = {f"pre_{n}": m[0].item() for n, m in means.items()}
     logged |= {f"post_{n}": m[-1].item() for n, m in means.items()}
