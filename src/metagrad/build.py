@@ -10,6 +10,7 @@ from torch import nn
 from metagrad.algorithms.inner import INNER_OPTIMIZERS, InnerOptimizer
 from metagrad.config import Config
 from metagrad.data.class_images import ClassImages
+from metagrad.data.natural import prepare
 from metagrad.data.omniglot import load_omniglot, split_classes
 from metagrad.errors import ConfigError
 from metagrad.models import MLP, Conv4
@@ -39,7 +40,7 @@ def build_model(config: Config) -> nn.Module:
     """The network named by `config.model`, shaped for `config.task`."""
     if config.model.name == "conv4":
         return Conv4(
-            in_channels=1,
+            in_channels=1 if config.task.dataset == "omniglot" else 3,
             num_classes=config.task.n_way,
             image_size=config.task.image_size,
             hidden=config.model.hidden[0],
@@ -67,7 +68,12 @@ def build_tasks(
         return SinusoidTasks(k_shot=k_shot, n_query=n_query, seed=config.train.seed)
     images = {
         split: split_images(
-            task.data_root, task.image_size, task.class_split, split, split in task.rotations
+            task.dataset,
+            task.data_root,
+            task.image_size,
+            task.class_split,
+            split,
+            split in task.rotations,
         ).to(device)
         for split in SPLITS
     }
@@ -76,11 +82,26 @@ def build_tasks(
 
 @lru_cache(maxsize=8)
 def split_images(
-    root: str | None, image_size: int, class_split: str, split: str, rotations: bool
+    dataset: str,
+    root: str | None,
+    image_size: int,
+    class_split: str,
+    split: str,
+    rotations: bool,
 ) -> ClassImages:
-    """One split's classes; cached because training and evaluation ask for the same ones."""
+    """One split's classes; cached because training and evaluation ask for the same ones.
+
+    `class_split` and `rotations` apply to Omniglot; the other datasets have fixed splits."""
+    if dataset != "omniglot":
+        return _natural_splits(dataset, root, image_size)[split]
     part = split_classes(load_omniglot(root, image_size=image_size), class_split, split)
     return part.with_rotations() if rotations else part
+
+
+@lru_cache(maxsize=2)
+def _natural_splits(dataset: str, root: str | None, image_size: int) -> dict[str, ClassImages]:
+    """All splits of a natural-image dataset, read once for the three `split_images` calls."""
+    return prepare(dataset, root, image_size=image_size).splits
 
 
 def objective_for(config: Config) -> Objective:

@@ -1,16 +1,20 @@
-"""The `metagrad` command: train | eval | plot | config."""
+"""The `metagrad` command: train | eval | plot | data | bench | config."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from metagrad.allocator import tune_allocator
 from metagrad.errors import CheckpointError, ConfigError, MetagradError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -47,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-budget", type=_duration, help="stop after this much training time: 900, 15m, 1h"
     )
     train.add_argument("--data-root", help="dataset folder (sets task.data_root)")
+    train.add_argument(
+        "--max-memory",
+        help="memory budget, e.g. 8GiB: picks the fastest strategy, chunk size and inner-step "
+        "checkpointing that fit (sets train.max_memory)",
+    )
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a run on fixed test tasks")
@@ -66,12 +75,55 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(handler=_plot)
 
     data = commands.add_parser("data", help="fetch, verify and prepare a dataset; print a summary")
-    data.add_argument("dataset", choices=["omniglot"])
+    data.add_argument(
+        "dataset", choices=["omniglot", "miniimagenet", "tieredimagenet", "cifarfs", "fc100"]
+    )
     data.add_argument(
         "--root", help="dataset folder (default: $METAGRAD_DATA or ~/.cache/metagrad)"
     )
-    data.add_argument("--download", action="store_true", help="download missing official archives")
+    data.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing official archives (omniglot; CIFAR-100 for cifarfs and fc100)",
+    )
     data.set_defaults(handler=_data)
+
+    bench = commands.add_parser(
+        "bench",
+        help="time and memory of one meta-step: metagrad's strategies against learn2learn, "
+        "higher and torchopt",
+    )
+    bench.add_argument(
+        "settings", nargs="*", metavar="SETTING", help="benchmark settings (default: all; --list)"
+    )
+    bench.add_argument("--list", action="store_true", help="list the settings and approaches")
+    bench.add_argument(
+        "--approach",
+        dest="approaches",
+        nargs="+",
+        help="approaches to run (default: all); a strategy may take a chunk size: hybrid/8",
+    )
+    bench.add_argument("--repeats", type=int, default=10, help="timed meta-steps (median)")
+    bench.add_argument("--warmup", type=int, default=2, help="untimed meta-steps first")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda")
+    bench.add_argument(
+        "--sweep",
+        metavar="KEY=V1,V2,...",
+        help="repeat every setting for each value of one config field, e.g. "
+        "train.meta_batch_size=8,16,32,64",
+    )
+    bench.add_argument(
+        "--allocator",
+        choices=["tuned", "default"],
+        default="tuned",
+        help="glibc malloc as metagrad sets it (tuned) or untouched (default), for every approach",
+    )
+    bench.add_argument("--out", type=Path, help="also write every measurement as JSON lines")
+    bench.add_argument(
+        "--no-check", action="store_true", help="skip the float64 meta-gradient check (sweeps)"
+    )
+    _add_overrides(bench)
+    bench.set_defaults(handler=_bench)
 
     config = commands.add_parser("config", help="list presets or show a resolved config")
     config_commands = config.add_subparsers(required=True, metavar="action")
@@ -119,6 +171,8 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"train.time_budget={args.time_budget}")
     if args.data_root is not None:
         overrides.append(f"task.data_root={args.data_root}")
+    if args.max_memory is not None:
+        overrides.append(f"train.max_memory={args.max_memory}")
     resume = args.resume is not None
     run_dir = Path(args.resume) if args.resume else args.run_dir
     if args.config is None and not run_dir:
@@ -153,9 +207,57 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from metagrad.data.omniglot import load_omniglot, summary
+    if args.dataset == "omniglot":
+        from metagrad.data.omniglot import load_omniglot, summary
 
-    print(summary(load_omniglot(args.root, download=args.download)))
+        print(summary(load_omniglot(args.root, download=args.download)))
+        return 0
+    from metagrad.data.natural import prepare, summary
+
+    print(summary(args.dataset, prepare(args.dataset, args.root, download=args.download)))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from metagrad.bench.runner import APPROACHES, available, format_table, run_setting
+    from metagrad.bench.settings import SETTINGS
+
+    if args.list:
+        for name, setting in SETTINGS.items():
+            print(f"{name:20} {setting.about} (preset {setting.preset})")
+        print("approaches: " + ", ".join(APPROACHES))
+        return 0
+    unknown = [name for name in args.settings if name not in SETTINGS]
+    if unknown:
+        raise ConfigError(f"unknown benchmark setting {unknown[0]!r}; see `metagrad bench --list`")
+    sweep = [()]
+    if args.sweep:
+        key, _, values = args.sweep.partition("=")
+        if not values:
+            raise ConfigError(f"--sweep {args.sweep!r}: write KEY=V1,V2,... ")
+        sweep = [(f"{key}={value}",) for value in values.split(",")]
+    approaches = args.approaches or APPROACHES
+    for approach in approaches:
+        available(approach)  # unknown names fail before anything runs
+    with args.out.open("w") if args.out else contextlib.nullcontext() as out:
+        for name in args.settings or list(SETTINGS):
+            for extra in sweep:
+                rows = run_setting(
+                    name,
+                    approaches,
+                    overrides=[*args.overrides, *extra],
+                    repeats=args.repeats,
+                    warmup=args.warmup,
+                    device=args.device,
+                    allocator=args.allocator,
+                    check=not args.no_check,
+                    progress=lambda line: print(line, file=sys.stderr, flush=True),
+                )
+                title = " ".join([name, *args.overrides, *extra])
+                about = SETTINGS[name].about + "".join(f"; here {o}" for o in extra)
+                print(format_table(title, about, rows) + "\n", flush=True)
+                for row in rows if out else ():
+                    print(json.dumps({**row, "allocator": args.allocator}), file=out, flush=True)
     return 0
 
 

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,8 +27,11 @@ from metagrad.errors import ConfigError
 class TaskConfig:
     """The task distribution: which problem, and the shape of one task."""
 
-    dataset: Literal["sinusoid", "omniglot"] = "sinusoid"
-    """Where tasks come from."""
+    dataset: Literal[
+        "sinusoid", "omniglot", "miniimagenet", "tieredimagenet", "cifarfs", "fc100"
+    ] = "sinusoid"
+    """Where tasks come from: sinusoid regression, Omniglot (grey), or the RGB natural-image
+    datasets mini-ImageNet, tiered-ImageNet, CIFAR-FS and FC100 (see `metagrad.data`)."""
     n_way: int = 5
     """Classes per task (classification only)."""
     k_shot: int = 5
@@ -35,9 +39,12 @@ class TaskConfig:
     n_query: int = 5
     """Query examples per task (per class) in meta-training: what the outer loss sees."""
     class_split: str = "maml"
-    """Named class split of the dataset (Omniglot: maml = 1100/100/423, vinyals)."""
+    """Named class split of Omniglot: maml = 1100/100/423, vinyals = 1028/172/423. The
+    natural-image datasets have one standard split each and ignore it: mini-ImageNet 64/16/20
+    (Ravi & Larochelle), tiered-ImageNet 351/97/160, CIFAR-FS 64/16/20, FC100 60/20/20."""
     rotations: tuple[str, ...] = ("train", "val", "test")
-    """Splits whose classes get rotated copies (90°, 180°, 270°) as extra classes."""
+    """Splits whose classes get rotated copies (90°, 180°, 270°) as extra classes; Omniglot
+    only (set [] for the natural-image datasets)."""
     image_size: int = 28
     data_root: str | None = None
     """Dataset folder; null = $METAGRAD_DATA, else ~/.cache/metagrad."""
@@ -83,10 +90,14 @@ class TrainConfig:
     """Outer learning rate (beta); for Reptile with sgd this is the step size epsilon."""
     outer_lr_decay: Literal["none", "linear"] = "none"
     """linear: anneal the outer learning rate to 0 over the run (Reptile)."""
-    strategy: Literal["auto", "vmap", "loop"] = "auto"
-    """How the tasks of a meta-batch are executed; all give the same meta-gradient."""
+    strategy: Literal["auto", "vmap", "loop", "hybrid", "batched"] = "auto"
+    """How the tasks of a meta-batch are executed; all give the same meta-gradient. auto times
+    each on the first meta-batch and keeps the fastest; loop runs tasks one by one; vmap
+    vectorises them; hybrid vectorises the inner loop and loops over the query losses; batched
+    runs the network's own task-batched forward (grouped convolutions, batched products)."""
     chunk_size: int | None = None
-    """Tasks per backward pass (bounds memory); null = the whole meta-batch at once."""
+    """vmap, hybrid, batched: tasks processed at once (bounds memory); null = the whole meta-batch.
+    loop holds one task's graph at a time whatever its value."""
     seed: int = 0
     """Seeds the initialisation and the task stream."""
     device: str = "auto"
@@ -102,6 +113,14 @@ class TrainConfig:
     """Also keep a checkpoint `time-<s>s` when training time first passes each of these."""
     keep_checkpoints: int = 3
     """Periodic checkpoints kept (the newest); the best-on-validation one is kept as well."""
+    max_memory: str | None = None
+    """Memory budget of the process (CPU) or of CUDA tensors (GPU), e.g. 8GiB: the strategy,
+    chunk_size and checkpoint_inner that fit and run fastest are measured and chosen at the
+    start. null = no budget."""
+    checkpoint_inner: bool = False
+    """Recompute each inner step during the backward pass instead of storing its activations:
+    same meta-gradient, less memory, about one more inner loop of compute (loop and batched
+    strategies)."""
     nonfinite: Literal["error", "skip"] = "error"
     """A NaN/Inf loss or gradient: stop with an error, or skip the step (see max_skips)."""
     max_skips: int = 10
@@ -274,6 +293,35 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     raise ConfigError(f"{path} = {value!r} must be {type_name}")
 
 
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "kib": 2**10,
+    "kb": 10**3,
+    "m": 2**20,
+    "mib": 2**20,
+    "mb": 10**6,
+    "g": 2**30,
+    "gib": 2**30,
+    "gb": 10**9,
+    "t": 2**40,
+    "tib": 2**40,
+    "tb": 10**12,
+}
+
+
+def parse_size(text: str | int | float) -> int:
+    """Bytes from `8GiB`, `8G` (= GiB), `8GB` (10⁹), `512MiB` or a plain number of bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _SIZE_UNITS:
+        raise ConfigError(
+            f"{text!r} is not a memory size; write e.g. 8GiB, 8G, 512MiB or a number of bytes"
+        )
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
 def validate(config: Config) -> None:
     """Range rules that types cannot express."""
     positive = {
@@ -301,6 +349,11 @@ def validate(config: Config) -> None:
         positive["eval.inner_lr"] = config.eval.inner_lr
     if config.train.time_budget is not None:
         positive["train.time_budget"] = config.train.time_budget
+    if config.train.max_memory is not None:
+        try:
+            positive["train.max_memory"] = parse_size(config.train.max_memory)
+        except ConfigError as err:
+            raise ConfigError(f"train.max_memory: {err}") from None
     positive["task.n_way"] = config.task.n_way
     positive["task.image_size"] = config.task.image_size
     positive.update({f"model.hidden[{i}]": h for i, h in enumerate(config.model.hidden)})
@@ -322,6 +375,17 @@ def validate(config: Config) -> None:
     if unknown_splits:
         raise ConfigError(
             f"task.rotations names {unknown_splits}; only train, val and test are splits"
+        )
+    if config.task.dataset not in ("sinusoid", "omniglot") and config.task.rotations:
+        raise ConfigError(
+            f"task.rotations = {list(config.task.rotations)} but rotated copies as extra classes "
+            f"are for Omniglot only; set task.rotations = [] for task.dataset = "
+            f"{config.task.dataset}"
+        )
+    if config.train.checkpoint_inner and config.train.strategy in ("vmap", "hybrid"):
+        raise ConfigError(
+            f"train.checkpoint_inner = true cannot run under train.strategy = "
+            f"{config.train.strategy} (vmap); use loop, batched or auto"
         )
     if config.model.name == "conv4" and len(config.model.hidden) != 1:
         raise ConfigError(

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 
 from metagrad.algorithms.inner import InnerOptimizer, adapt
-from metagrad.algorithms.strategy import fastest_strategy, map_tasks_no_grad
+from metagrad.algorithms.strategy import MAP_TASKS, fastest_strategy, map_tasks_no_grad
 from metagrad.build import build_tasks, eval_optimizer, init_model, objective_for, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore, load_checkpoint
 from metagrad.config import Config, load_config
-from metagrad.models.conv4 import TaskBatchNorm2d
+from metagrad.models.batch_norm import TaskBatchNorm2d, fused_batch_norm
 from metagrad.models.functional import Forward, Params, functional_forward, meta_parameters
 from metagrad.objectives import Objective
 from metagrad.tasks.batch import TaskBatch
@@ -62,7 +62,8 @@ def adapted_metrics(
             return forward(fast, buffers, x_query)
         support = x_support.expand(x_query.shape[0], *x_support.shape)
         batches = torch.cat([support, x_query[:, None]], dim=1)
-        return torch.func.vmap(lambda b: forward(fast, buffers, b)[-1])(batches)
+        with fused_batch_norm(False):
+            return torch.func.vmap(lambda b: forward(fast, buffers, b)[-1])(batches)
 
     def task(x_support, y_support, x_query, y_query) -> dict[str, torch.Tensor]:
         return adapt(
@@ -81,7 +82,9 @@ def adapted_metrics(
     batches = list(batches)
     if strategy == "auto":
         probe = next(batches[0].chunks(8))
-        strategy, _ = fastest_strategy(lambda s: map_tasks_no_grad(task, probe, strategy=s), 1)
+        strategy, _ = fastest_strategy(
+            lambda s: map_tasks_no_grad(task, probe, strategy=s), MAP_TASKS, repeats=1
+        )
     per_batch = [map_tasks_no_grad(task, batch, strategy=strategy) for batch in batches]
     return {k: torch.cat([b[k] for b in per_batch]) for k in per_batch[0]}
 

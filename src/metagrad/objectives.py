@@ -8,32 +8,53 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Metrics = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
 class Objective:
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    """Loss and metrics of one task (`[n, ...]` outputs), and, optionally, the same per task for
+    a stack of tasks (`[T, n, ...]` outputs → `[T]` values): what the `batched` strategy needs."""
+
+    loss: Loss
     metrics: Metrics
     primary: str
     """The metric papers report (mse for regression, accuracy for classification)."""
     higher_is_better: bool
+    task_loss: Loss | None = None
+    task_metrics: Metrics | None = None
 
 
-def _regression_metrics(outputs: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"mse": F.mse_loss(outputs, y)}
+def _task_mse(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (outputs - y).square().flatten(1).mean(1)
 
 
-REGRESSION = Objective(F.mse_loss, _regression_metrics, primary="mse", higher_is_better=False)
+REGRESSION = Objective(
+    loss=F.mse_loss,
+    metrics=lambda outputs, y: {"mse": F.mse_loss(outputs, y)},
+    task_loss=_task_mse,
+    task_metrics=lambda outputs, y: {"mse": _task_mse(outputs, y)},
+    primary="mse",
+    higher_is_better=False,
+)
 
 
-def _classification_metrics(outputs: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {
-        "loss": F.cross_entropy(outputs, y),
-        "accuracy": (outputs.argmax(-1) == y).float().mean(),
-    }
+def _task_cross_entropy(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(outputs.transpose(1, 2), y, reduction="none").mean(1)
 
 
 CLASSIFICATION = Objective(
-    F.cross_entropy, _classification_metrics, primary="accuracy", higher_is_better=True
+    loss=F.cross_entropy,
+    metrics=lambda outputs, y: {
+        "loss": F.cross_entropy(outputs, y),
+        "accuracy": (outputs.argmax(-1) == y).float().mean(),
+    },
+    task_loss=_task_cross_entropy,
+    task_metrics=lambda outputs, y: {
+        "loss": _task_cross_entropy(outputs, y),
+        "accuracy": (outputs.argmax(-1) == y).float().mean(-1),
+    },
+    primary="accuracy",
+    higher_is_better=True,
 )

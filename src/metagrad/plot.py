@@ -28,8 +28,21 @@ def plot_runs(runs: list[Path], out_dir: Path) -> list[Path]:
     return written
 
 
+CURVES = {
+    "train": [
+        ("support", ":", "θ, support set"),
+        ("query", "-", "φ, query set"),
+        ("train", "-", "θ, all examples"),
+    ],
+    "val": [("pre", ":", "before adaptation"), ("post", "-", "after adaptation")],
+}
+"""Metric prefixes per split, with their line styles and legend labels."""
+
+
 def plot_learning_curves(runs: list[Path], path: Path) -> Path:
-    """Pre- and post-adaptation query metric vs outer step, training and validation tasks."""
+    """The primary metric vs outer step. Training tasks: θ on the support set before adaptation,
+    φ on the query set after it (pre-training: θ on every example). Validation tasks: the query
+    set before and after the test-time adaptation."""
     fig = Figure(figsize=(11, 4))
     axes = fig.subplots(1, 2, sharey=True)
     for color, run in enumerate(runs):
@@ -40,14 +53,12 @@ def plot_learning_curves(runs: list[Path], path: Path) -> Path:
         lines = read_metrics(file)
         for ax, split in zip(axes, ("train", "val"), strict=True):
             rows = [r for r in lines if r["split"] == split]
-            for stage, style in (("pre", ":"), ("post", "-")):
+            for stage, style, label in CURVES[split]:
                 key = f"{stage}_{primary}"
                 points = [(r["step"], r[key]) for r in rows if key in r]
                 if points:
                     steps, values = zip(*points, strict=True)
-                    ax.plot(
-                        steps, values, style, color=f"C{color}", label=f"{run.name} {stage}-update"
-                    )
+                    ax.plot(steps, values, style, color=f"C{color}", label=f"{run.name} {label}")
             ax.set_title(f"{split} tasks")
             ax.set_xlabel("outer step")
             ax.set_ylabel(primary)

@@ -25,6 +25,8 @@ RESUMABLE_CHANGES = (
     "train.device",
     "train.strategy",
     "train.chunk_size",
+    "train.max_memory",
+    "train.checkpoint_inner",
     "train.nonfinite",
     "train.max_skips",
     "eval.",

@@ -14,12 +14,13 @@ from tqdm import tqdm
 from metagrad.algorithms import MetaAlgorithm, build_algorithm, fastest_strategy
 from metagrad.build import build_tasks, init_model, objective_for, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore
-from metagrad.config import Config
+from metagrad.config import Config, parse_size
 from metagrad.errors import Interrupted, NonFiniteError
 from metagrad.evaluate import fixed_batches, protocol_metrics
 from metagrad.interrupt import GracefulStop
 from metagrad.logging import RunLogger
-from metagrad.models.functional import Params, functional_forward, meta_parameters
+from metagrad.memory import format_size, plan_memory
+from metagrad.models.functional import Params, meta_parameters
 from metagrad.runs import check_run_dir, init_run_dir
 from metagrad.tasks.batch import TaskBatch
 
@@ -56,7 +57,7 @@ def fit(
     objective = objective_for(config)
     model = init_model(config).to(device)
     params, buffers = meta_parameters(model)
-    algorithm = build_algorithm(config, functional_forward(model), objective, settings.strategy)
+    algorithm = build_algorithm(config, model, objective, settings.strategy)
     optimizer = outer_optimizer(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
     store = CheckpointStore(run_dir / CHECKPOINT_DIR, keep=settings.keep_checkpoints)
@@ -64,6 +65,7 @@ def fit(
 
     start, best, elapsed, skipped = 0, None, 0.0, 0
     window: dict[str, list[float]] = {}  # metrics of the steps since the last log line
+    saved_execution = None
     if resume:
         state = store.load("last", device)
         model.load_state_dict(state["model"])
@@ -72,13 +74,24 @@ def fit(
         start, best, elapsed, skipped, window = (
             state[k] for k in ("step", "best", "elapsed", "skipped", "window")
         )
-        algorithm = dataclasses.replace(algorithm, strategy=state["strategy"])
+        if _execution_settings(config.to_dict()) == _execution_settings(state["config"]):
+            saved_execution = state["execution"]
+    if saved_execution is not None:  # the resumed run executes as before
+        algorithm = dataclasses.replace(algorithm, **saved_execution)
+    elif settings.max_memory is not None:
+        algorithm = planned_execution(
+            algorithm,
+            params,
+            buffers,
+            tasks.sample("train", start, settings.meta_batch_size).to(device),
+            config,
+        )
     elif algorithm.strategy == "auto":
         algorithm = measured_strategy(
             algorithm,
             params,
             buffers,
-            tasks.sample("train", 0, settings.meta_batch_size).to(device),
+            tasks.sample("train", start, settings.meta_batch_size).to(device),
         )
     logger = RunLogger(run_dir, resume_step=start if resume else None)
     snapshots = [s for s in sorted(settings.snapshot_seconds) if s > elapsed]
@@ -93,7 +106,11 @@ def fit(
             "elapsed": elapsed,
             "skipped": skipped,
             "window": window,
-            "strategy": algorithm.strategy,
+            "execution": {
+                "strategy": algorithm.strategy,
+                "chunk_size": algorithm.chunk_size,
+                "checkpoint_inner": algorithm.checkpoint_inner,
+            },
             "config": config.to_dict(),
             "fingerprint": config.fingerprint(),
         }
@@ -152,11 +169,45 @@ def measured_strategy(
 ) -> MetaAlgorithm:
     """`algorithm` with the execution strategy that runs its meta-step fastest here."""
     chosen, timings = fastest_strategy(
-        lambda s: dataclasses.replace(algorithm, strategy=s).meta_step(params, buffers, batch)
+        lambda s: dataclasses.replace(algorithm, strategy=s).meta_step(params, buffers, batch),
+        algorithm.strategies,
     )
     seconds = ", ".join(f"{name} {t:.3g} s" for name, t in timings.items())
     print(f"execution strategy: {chosen} (measured per meta-step: {seconds})")
     return dataclasses.replace(algorithm, strategy=chosen)
+
+
+def _execution_settings(config: dict) -> dict:
+    """The fields that choose how a meta-step runs: a resume that changes them chooses anew."""
+    train = config["train"]
+    fields = ("strategy", "chunk_size", "checkpoint_inner", "max_memory", "device")
+    return {k: train.get(k) for k in fields}
+
+
+def planned_execution(
+    algorithm: MetaAlgorithm, params: Params, buffers: Params, batch: TaskBatch, config: Config
+) -> MetaAlgorithm:
+    """`algorithm` with the fastest strategy, chunk size and checkpointing within
+    `train.max_memory`, measured on `batch`."""
+    budget = parse_size(config.train.max_memory)
+    strategy = config.train.strategy
+    planned, candidates, in_use = plan_memory(
+        algorithm,
+        params,
+        buffers,
+        batch,
+        budget,
+        batch.x_support.device,
+        strategies=None if strategy == "auto" else (strategy,),
+    )
+    print(f"memory budget {format_size(budget)}, {format_size(in_use)} in use; fitting:")
+    for candidate in candidates:
+        print(f"  {candidate.describe()}, {candidate.seconds:.3g} s per meta-step")
+    print(
+        f"execution: {planned.strategy}, chunk_size {planned.chunk_size}, "
+        f"checkpoint_inner {planned.checkpoint_inner}"
+    )
+    return planned
 
 
 def outer_optimizer(config: Config, params: Params) -> torch.optim.Optimizer:

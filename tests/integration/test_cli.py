@@ -170,3 +170,25 @@ def test_bad_omniglot_requests_fail_before_training(
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_bench_runs_each_approach_in_its_own_process_and_checks_gradients(tmp_path):
+    out = tmp_path / "bench.jsonl"
+    done = metagrad(
+        "bench", "sinusoid", "--repeats", "2", "--warmup", "1",
+        "--approach", "loop", "batched", "sampler", "--out", str(out),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "### sinusoid" in done.stdout and "| batched |" in done.stdout
+    rows = {row["approach"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert rows["batched"]["grad_rel_error"] < 1e-8
+    assert {rows[a]["pid"] for a in ("loop", "batched")} != {rows["loop"]["pid"]}
+    assert rows["sampler"]["share_of_fastest_step"] > 0
+
+
+def test_bench_rejects_unknown_settings_and_approaches(tmp_path):
+    done = metagrad("bench", "omniglot-99w", cwd=tmp_path)
+    assert done.returncode == 2 and "metagrad bench --list" in done.stderr
+    done = metagrad("bench", "sinusoid", "--approach", "jax", cwd=tmp_path)
+    assert done.returncode == 2 and "unknown benchmark approach 'jax'" in done.stderr

@@ -39,8 +39,12 @@ def test_short_maml_training_halves_the_post_adaptation_mse(tmp_path):
 
 
 def test_same_seed_same_numbers_different_seed_different_numbers(tmp_path):
-    runs = [
-        fit(short_config(f"train.seed={seed}"), tmp_path / f"{i}", progress=False)
+    runs = [  # a fixed strategy: `auto` picks by timing, and strategies round differently
+        fit(
+            short_config(f"train.seed={seed}", "train.strategy=batched"),
+            tmp_path / f"{i}",
+            progress=False,
+        )
         for i, seed in enumerate([0, 0, 1])
     ]
     metrics = [(run / "metrics.jsonl").read_text() for run in runs]
@@ -153,4 +157,16 @@ def test_metrics_file_holds_the_logged_lines(tmp_path):
         (200, "train"),
         (200, "val"),
     ]
-    assert {"loss", "pre_mse", "post_mse", "outer_lr"} <= lines[0].keys()
+    assert {"loss", "support_mse", "query_mse", "outer_lr"} <= lines[0].keys()
+
+
+def test_resume_keeps_the_execution_unless_its_settings_change(tmp_path):
+    execution = ["train.strategy=batched", "train.chunk_size=5", "train.checkpoint_inner=true"]
+    run = fit(short_config(*execution, iterations=20), tmp_path / "run", progress=False)
+    expected = {"strategy": "batched", "chunk_size": 5, "checkpoint_inner": True}
+    assert last_state(run)["execution"] == expected
+    fit(short_config(*execution, iterations=40), run, resume=True, progress=False)
+    assert last_state(run)["execution"] == expected
+    changed = [*execution[:2], "train.checkpoint_inner=false"]
+    fit(short_config(*changed, iterations=60), run, resume=True, progress=False)
+    assert last_state(run)["execution"] == {**expected, "checkpoint_inner": False}

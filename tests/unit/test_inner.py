@@ -106,7 +106,7 @@ def test_second_order_meta_gradient_equals_finite_differences(tiny_mlp, sinusoid
     grads, _ = algorithm.meta_step(params, buffers, batch)
 
     def loss_of(theta):
-        fn = algorithm.task_fn(theta, buffers)
+        fn = algorithm.task_parts(theta, buffers)
         return torch.stack([fn(*task)["loss"] for task in zip(*batch.tensors())]).mean()
 
     reference = finite_difference_gradient(loss_of, {k: p.detach() for k, p in params.items()})

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 from torch.func import grad_and_value
 
+from metagrad.algorithms.recompute import recomputed
 from metagrad.models.functional import Forward, Params
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -22,23 +23,24 @@ Observe = Callable[[Params], dict[str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class InnerOptimizer:
-    """A functional optimizer: `init(params) -> state`, `update(grads, state) -> (updates, state)`.
+    """A functional optimizer: `init(params) -> state`, `step(params, grads, state) -> (params,
+    state)`.
 
     The state is returned, never hidden, so a step stays a pure function (vmap-able, and
     differentiable end to end for second-order MAML).
     """
 
     init: Callable[[Params], tuple]
-    update: Callable[[Params, tuple], tuple[Params, tuple]]
+    step: Callable[[Params, Params, tuple], tuple[Params, tuple]]
 
 
 def sgd(lr: float) -> InnerOptimizer:
     """φ ← φ − α·g (the MAML inner loop)."""
 
-    def update(grads: Params, state: tuple) -> tuple[Params, tuple]:
-        return {k: -lr * g for k, g in grads.items()}, state
+    def step(params: Params, grads: Params, state: tuple) -> tuple[Params, tuple]:
+        return {k: torch.add(p, grads[k], alpha=-lr) for k, p in params.items()}, state
 
-    return InnerOptimizer(init=lambda params: (), update=update)
+    return InnerOptimizer(init=lambda params: (), step=step)
 
 
 def adam(
@@ -55,19 +57,19 @@ def adam(
         zeros = {k: torch.zeros_like(p) for k, p in params.items()}
         return (0, zeros, dict(zeros))
 
-    def update(grads: Params, state: tuple) -> tuple[Params, tuple]:
+    def step(params: Params, grads: Params, state: tuple) -> tuple[Params, tuple]:
         count, first, second = state
         count += 1
         first = {k: beta1 * first[k] + (1 - beta1) * g for k, g in grads.items()}
         second = {k: beta2 * second[k] + (1 - beta2) * g * g for k, g in grads.items()}
         scale1, scale2 = 1 - beta1**count, 1 - beta2**count
-        updates = {
-            k: -lr * (first[k] / scale1) / ((second[k] / scale2 + eps_root).sqrt() + eps)
-            for k in grads
+        params = {
+            k: p - lr * (first[k] / scale1) / ((second[k] / scale2 + eps_root).sqrt() + eps)
+            for k, p in params.items()
         }
-        return updates, (count, first, second)
+        return params, (count, first, second)
 
-    return InnerOptimizer(init=init, update=update)
+    return InnerOptimizer(init=init, step=step)
 
 
 INNER_OPTIMIZERS: dict[str, Callable[[float], InnerOptimizer]] = {"sgd": sgd, "adam": adam}
@@ -80,6 +82,9 @@ class Adaptation(NamedTuple):
     """Support loss before each step, `[steps]`."""
     observations: dict[str, torch.Tensor]
     """`observe(φ)` after 0, 1, …, steps steps, each `[steps + 1]`; empty without `observe`."""
+    initial_outputs: torch.Tensor | None
+    """The network's support outputs at the initial parameters, detached (None with 0 steps):
+    pre-adaptation metrics without another forward pass."""
 
 
 def adapt(
@@ -94,25 +99,35 @@ def adapt(
     optimizer: InnerOptimizer,
     first_order: bool = False,
     observe: Observe | None = None,
+    checkpoint: bool = False,
 ) -> Adaptation:
     """Take `steps` optimizer steps on the support loss `loss_fn(forward(φ, buffers, x), y)`.
 
     Gradients are kept in the graph (second order) unless `first_order`, which detaches them:
-    φ then depends on θ only through the identity, which is first-order MAML.
+    φ then depends on θ only through the identity, which is first-order MAML. With
+    `checkpoint`, each step is recomputed during the backward pass instead of keeping its
+    activations (same gradients, less memory; not under `vmap`).
     """
 
-    def support_loss(fast: Params) -> torch.Tensor:
-        return loss_fn(forward(fast, buffers, x), y)
+    def support_loss(fast: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = forward(fast, buffers, x)
+        return loss_fn(outputs, y), outputs.detach()
 
-    state = optimizer.init(params)
-    losses = []
-    observed = [observe(params)] if observe else []
-    for _ in range(steps):
-        grads, loss = grad_and_value(support_loss)(params)
+    def step(carry: tuple[Params, tuple]) -> tuple[tuple[Params, tuple], tuple]:
+        fast, state = carry
+        grads, (loss, outputs) = grad_and_value(support_loss, has_aux=True)(fast)
         if first_order:
             grads = {k: g.detach() for k, g in grads.items()}
-        updates, state = optimizer.update(grads, state)
-        params = {k: p + updates[k] for k, p in params.items()}
+        return optimizer.step(fast, grads, state), (loss.detach(), outputs)
+
+    state = optimizer.init(params)
+    losses, initial_outputs = [], None
+    observed = [observe(params)] if observe else []
+    for _ in range(steps):
+        carry = (params, state)
+        (params, state), (loss, outputs) = recomputed(step, carry) if checkpoint else step(carry)
+        if initial_outputs is None:
+            initial_outputs = outputs
         losses.append(loss)
         if observe:
             observed.append(observe(params))
@@ -120,4 +135,4 @@ def adapt(
         {k: torch.stack([o[k] for o in observed]) for k in observed[0]} if observe else {}
     )
     stacked = torch.stack(losses) if losses else x.new_zeros(0)
-    return Adaptation(params, stacked, observations)
+    return Adaptation(params, stacked, observations, initial_outputs)

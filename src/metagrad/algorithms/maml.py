@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from metagrad.algorithms.base import MetaAlgorithm
-from metagrad.algorithms.strategy import TaskFn
+from metagrad.algorithms.strategy import Inner, Metrics, Outer
 from metagrad.models.functional import Params
 
 
@@ -21,14 +19,13 @@ class MAML(MetaAlgorithm):
 
     first_order: bool = False
 
-    def task_fn(self, params: Params, buffers: Params) -> TaskFn:
-        def fn(x_support, y_support, x_query, y_query) -> dict[str, torch.Tensor]:
-            fast = self.adapt(params, buffers, x_support, y_support, self.first_order).params
-            loss = self.objective.loss(self.forward(fast, buffers, x_query), y_query)
-            return {
-                "loss": loss,
-                **self.query_metrics("pre", params, buffers, x_query, y_query),
-                **self.query_metrics("post", fast, buffers, x_query, y_query),
-            }
+    def parts(self, params: Params, buffers: Params, batched: bool) -> tuple[Inner, Outer]:
+        def inner(x_support, y_support):
+            return self.inner(params, buffers, x_support, y_support, self.first_order, batched)
 
-        return fn
+        def outer(fast, x_support, y_support, x_query, y_query) -> Metrics:
+            outputs = self.network(batched)(fast, buffers, x_query)
+            loss = self.loss(batched)(outputs, y_query)
+            return {"loss": loss, **self.metrics("query", outputs, y_query, batched)}
+
+        return inner, outer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from metagrad.algorithms.base import MetaAlgorithm
-from metagrad.algorithms.strategy import TaskFn
+from metagrad.algorithms.strategy import Inner, Metrics, Outer
 from metagrad.models.functional import Params
 
 
@@ -17,14 +17,15 @@ class Reptile(MetaAlgorithm):
     the outer step is θ ← θ + ε·(mean φ − θ).
     """
 
-    def task_fn(self, params: Params, buffers: Params) -> TaskFn:
-        def fn(x_support, y_support, x_query, y_query) -> dict[str, torch.Tensor]:
-            fast = self.adapt(params, buffers, x_support, y_support, first_order=True).params
-            loss = sum(((params[k] - fast[k].detach()) ** 2).sum() for k in params) / 2
-            return {
-                "loss": loss,
-                **self.query_metrics("pre", params, buffers, x_query, y_query),
-                **self.query_metrics("post", fast, buffers, x_query, y_query),
-            }
+    def parts(self, params: Params, buffers: Params, batched: bool) -> tuple[Inner, Outer]:
+        def inner(x_support, y_support):
+            return self.inner(params, buffers, x_support, y_support, True, batched)
 
-        return fn
+        def outer(fast, x_support, y_support, x_query, y_query) -> Metrics:
+            squares = [(params[k] - fast[k].detach()).square() for k in params]
+            per_task = [s.flatten(1).sum(1) if batched else s.sum() for s in squares]
+            with torch.no_grad():
+                outputs = self.network(batched)(fast, buffers, x_query)
+            return {"loss": sum(per_task) / 2, **self.metrics("query", outputs, y_query, batched)}
+
+        return inner, outer

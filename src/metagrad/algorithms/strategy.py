@@ -1,90 +1,218 @@
-"""Execution strategies: ways to run one per-task function over every task of a meta-batch.
+"""Execution strategies: exact ways to compute one meta-gradient over the tasks of a meta-batch.
 
-All strategies compute the same numbers; they differ in speed and memory. `vmap` vectorises the
-tasks into batched kernels (fast where per-call overhead dominates: small models, GPUs); `loop`
-runs them one by one (fast for convolutions on a CPU, and the reference the tests compare
-against). Gradient accumulation over chunks of tasks bounds memory for either.
+All strategies compute the same numbers; they differ in speed and memory, and which is fastest
+depends on the model and the device, so it is measured (`fastest_strategy`):
+
+- `vmap` vectorises every task into batched kernels: fast where per-call overhead dominates
+  (small models, GPUs), slow and memory-hungry for convolutions on a CPU.
+- `loop` runs the tasks one by one, one backward pass each (memory bounded by one task), with
+  the fused batch-norm kernel. It is the reference the tests compare against.
+- `hybrid` vectorises the inner loop over the tasks (small support sets: overhead-bound), runs
+  each task's query loss and its backward one by one (large query sets: compute-bound), then
+  back-propagates through the whole inner loop in one vector-Jacobian product.
+- `batched` runs the network's own task-batched forward (`forward_tasks`: one parameter copy
+  per task, batched matrix products and grouped convolutions) under plain autograd: vmap's
+  batching without its per-operation cost. Only for networks that define it.
+
+`chunk_size` bounds memory for `vmap`, `hybrid` and `batched`: one chunk's graph is alive at a
+time (`loop` holds one task's).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from metagrad.models.batch_norm import fused_batch_norm
 from metagrad.models.functional import Params
 from metagrad.tasks.batch import TaskBatch
 
-TaskFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+Metrics = dict[str, torch.Tensor]
+TaskFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Metrics]
 """`fn(x_support, y_support, x_query, y_query) -> {name: scalar}` for one task."""
-MapTasks = Callable[[TaskFn, TaskBatch], dict[str, torch.Tensor]]
+MapTasks = Callable[[TaskFn, TaskBatch], Metrics]
 
 
-def map_vmap(fn: TaskFn, batch: TaskBatch) -> dict[str, torch.Tensor]:
-    return torch.func.vmap(fn)(*batch.tensors())
+Inner = Callable[[torch.Tensor, torch.Tensor], tuple[Params, Metrics]]
+Outer = Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Metrics]
 
 
-def map_loop(fn: TaskFn, batch: TaskBatch) -> dict[str, torch.Tensor]:
-    outputs = [fn(*task) for task in zip(*batch.tensors(), strict=True)]
-    return {k: torch.stack([o[k] for o in outputs]) for k in outputs[0]}
+@dataclass(frozen=True)
+class TaskParts:
+    """One task's meta-objective in two halves, so strategies may run them differently.
 
-
-STRATEGIES: dict[str, MapTasks] = {"vmap": map_vmap, "loop": map_loop}
-
-
-def fastest_strategy(
-    run: Callable[[str], object], repeats: int = 2
-) -> tuple[str, dict[str, float]]:
-    """Time `run(strategy)` for every strategy (after one warm-up call); return the fastest.
-
-    Which one wins depends on the model, the shapes and the device (vmap is an order of
-    magnitude faster for an MLP, several times slower for a Conv-4 with many query images on a
-    CPU), so it is measured, not guessed.
+    `inner(x_support, y_support) -> (φ, metrics)` adapts θ to the support set;
+    `outer(φ, x_support, y_support, x_query, y_query) -> {"loss": …, metrics}` is the loss whose
+    gradient (through φ, and through θ where it uses θ directly) is the meta-gradient.
+    `batched`, where the network allows it, is the same for a whole stack of tasks at once.
     """
-    timings = {}
-    for name in STRATEGIES:
-        run(name)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            run(name)
-        timings[name] = (time.perf_counter() - start) / repeats
-    return min(timings, key=timings.get), timings
+
+    inner: Inner
+    outer: Outer
+    batched: TaskParts | None = None
+
+    def __call__(
+        self,
+        x_support: torch.Tensor,
+        y_support: torch.Tensor,
+        x_query: torch.Tensor,
+        y_query: torch.Tensor,
+    ) -> Metrics:
+        fast, metrics = self.inner(x_support, y_support)
+        return {**self.outer(fast, x_support, y_support, x_query, y_query), **metrics}
+
+
+Gradient = Callable[[TaskParts, list[torch.Tensor], TaskBatch, float], tuple[list, Metrics]]
+"""`(parts, θ, tasks, scale) -> (scale · Σ_tasks ∂loss/∂θ, metrics [tasks])`."""
+
+
+def vmap_gradient(
+    parts: TaskParts, theta: list[torch.Tensor], tasks: TaskBatch, scale: float
+) -> tuple[list[torch.Tensor], Metrics]:
+    out = torch.func.vmap(parts)(*tasks.tensors())
+    return list(torch.autograd.grad(out["loss"].sum() * scale, theta)), out
+
+
+def loop_gradient(
+    parts: TaskParts, theta: list[torch.Tensor], tasks: TaskBatch, scale: float
+) -> tuple[list[torch.Tensor], Metrics]:
+    grads, outputs = _zeros(theta), []
+    with fused_batch_norm():
+        for task in zip(*tasks.tensors(), strict=True):
+            out = parts(*task)
+            _add_(grads, torch.autograd.grad(out["loss"] * scale, theta))
+            outputs.append(_detached(out))
+    return grads, _stacked(outputs)
+
+
+def hybrid_gradient(
+    parts: TaskParts, theta: list[torch.Tensor], tasks: TaskBatch, scale: float
+) -> tuple[list[torch.Tensor], Metrics]:
+    fast, inner_metrics = torch.func.vmap(parts.inner)(tasks.x_support, tasks.y_support)
+    names = list(fast)
+    fast_grads = [torch.zeros_like(fast[k]) for k in names]
+    grads, outputs, through_fast = _zeros(theta), [], False
+    with fused_batch_norm():
+        for index, task in enumerate(zip(*tasks.tensors(), strict=True)):
+            leaves = {k: fast[k][index].detach().requires_grad_() for k in names}
+            out = parts.outer(leaves, *task)
+            wrt = [*leaves.values(), *theta]
+            task_grads = torch.autograd.grad(out["loss"] * scale, wrt, allow_unused=True)
+            for total, grad in zip(fast_grads, task_grads[: len(names)], strict=True):
+                if grad is not None:
+                    total[index] = grad
+                    through_fast = True
+            _add_(grads, task_grads[len(names) :])
+            outputs.append(_detached(out))
+    if through_fast:  # Reptile's outer loss does not depend on φ: nothing to propagate
+        through_inner = torch.autograd.grad(
+            [fast[k] for k in names], theta, fast_grads, allow_unused=True
+        )
+        _add_(grads, through_inner)
+    return grads, {**_stacked(outputs), **_detached(inner_metrics)}
+
+
+def batched_gradient(
+    parts: TaskParts, theta: list[torch.Tensor], tasks: TaskBatch, scale: float
+) -> tuple[list[torch.Tensor], Metrics]:
+    out = parts.batched(*tasks.tensors())
+    return list(torch.autograd.grad(out["loss"].sum() * scale, theta)), out
+
+
+GRADIENTS: dict[str, Gradient] = {
+    "vmap": vmap_gradient,
+    "loop": loop_gradient,
+    "hybrid": hybrid_gradient,
+    "batched": batched_gradient,
+}
+STRATEGIES = tuple(GRADIENTS)
+UNVECTORISED = ("loop", "batched")
+"""The strategies that run the inner loop outside `vmap`."""
 
 
 def accumulate_gradient(
-    fn: TaskFn,
+    parts: TaskParts,
     params: Params,
     batch: TaskBatch,
     *,
     strategy: str,
     chunk_size: int | None = None,
-) -> tuple[Params, dict[str, torch.Tensor]]:
-    """Gradient of the mean of `fn(...)["loss"]` over the tasks w.r.t. `params`, and the metrics.
+) -> tuple[Params, Metrics]:
+    """Gradient of the mean over tasks of `parts(...)["loss"]` w.r.t. `params`, and the metrics.
 
-    One backward pass per chunk of `chunk_size` tasks, so at most one chunk's graph is alive.
-    Returns the gradients and every output of `fn`, detached, `[num_tasks]` each.
+    Chunks of `chunk_size` tasks are processed one after the other, so at most one chunk's
+    graph is alive. Returns the gradients and every metric, detached, `[num_tasks]` each.
     """
-    map_tasks = STRATEGIES[strategy]
     names = list(params)
-    grads: list[torch.Tensor] | None = None
-    outputs: list[dict[str, torch.Tensor]] = []
+    theta = [params[k] for k in names]
+    grads, outputs = None, []
     for chunk in batch.chunks(chunk_size):
-        out = map_tasks(fn, chunk)
-        chunk_grads = torch.autograd.grad(
-            out["loss"].sum() / batch.num_tasks, [params[k] for k in names]
-        )
-        grads = (
-            list(chunk_grads)
-            if grads is None
-            else [a + b for a, b in zip(grads, chunk_grads, strict=True)]
-        )
-        outputs.append({k: v.detach() for k, v in out.items()})
+        chunk_grads, out = GRADIENTS[strategy](parts, theta, chunk, 1 / batch.num_tasks)
+        if grads is None:
+            grads = chunk_grads
+        else:
+            _add_(grads, chunk_grads)
+        outputs.append(_detached(out))
     metrics = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
     return dict(zip(names, grads, strict=True)), metrics
 
 
-def map_tasks_no_grad(fn: TaskFn, batch: TaskBatch, *, strategy: str) -> dict[str, torch.Tensor]:
+def map_vmap(fn: TaskFn, batch: TaskBatch) -> Metrics:
+    return torch.func.vmap(fn)(*batch.tensors())
+
+
+def map_loop(fn: TaskFn, batch: TaskBatch) -> Metrics:
+    with fused_batch_norm():
+        return _stacked([fn(*task) for task in zip(*batch.tensors(), strict=True)])
+
+
+MAP_TASKS: dict[str, MapTasks] = {"vmap": map_vmap, "loop": map_loop}
+
+
+def map_tasks_no_grad(fn: TaskFn, batch: TaskBatch, *, strategy: str) -> Metrics:
     """`fn` over every task without building a graph for θ (evaluation)."""
     with torch.no_grad():
-        return STRATEGIES[strategy](fn, batch)
+        return MAP_TASKS[strategy](fn, batch)
+
+
+def fastest_strategy(
+    run: Callable[[str], object], strategies: Iterable[str] = STRATEGIES, repeats: int = 3
+) -> tuple[str, dict[str, float]]:
+    """Time `run(strategy)` for every strategy (after one warm-up call); return the fastest.
+
+    Which one wins depends on the model, the shapes and the device (vmap is an order of
+    magnitude faster for an MLP, several times slower for a Conv-4 with many query images on a
+    CPU), so it is measured, not guessed. Each strategy counts its fastest call: the least
+    disturbed by whatever else the machine is doing.
+    """
+    timings = {}
+    for name in strategies:
+        run(name)
+        calls = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(name)
+            calls.append(time.perf_counter() - start)
+        timings[name] = min(calls)
+    return min(timings, key=timings.get), timings
+
+
+def _zeros(theta: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.zeros_like(p) for p in theta]
+
+
+def _add_(totals: list[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> None:
+    for total, grad in zip(totals, grads, strict=True):
+        if grad is not None:
+            total.add_(grad)
+
+
+def _detached(out: Metrics) -> Metrics:
+    return {k: v.detach() for k, v in out.items()}
+
+
+def _stacked(outputs: list[Metrics]) -> Metrics:
+    return {k: torch.stack([o[k] for o in outputs]) for k in outputs[0]}

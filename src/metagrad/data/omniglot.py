@@ -11,13 +11,10 @@ caches the result as an ``.npz`` file, so later loads take well under a second.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import json
 import os
-import tempfile
-import warnings
 import zipfile
 import zlib
 from collections import Counter
@@ -32,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from metagrad.data.cache import Parts, cache_folders, files_digest, fingerprint, load_or_decode
 from metagrad.data.class_images import ClassImages
 from metagrad.data.integrity import download as download_file
 from metagrad.errors import ConfigError, DatasetError
@@ -91,11 +89,8 @@ class _Source:
         if self.is_zip:
             stat = self.path.stat()
             return [self.set_name, "zip", stat.st_size, stat.st_mtime_ns]
-        digest = hashlib.sha256()
-        for member in self.members():
-            stat = (self.path.parent / member).stat()
-            digest.update(f"{member}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        return [self.set_name, "folder", digest.hexdigest()]
+        files = (self.path.parent / member for member in self.members())
+        return [self.set_name, "folder", files_digest(files, self.path.parent)]
 
     def read(self, members: Iterable[str]) -> Iterator[tuple[str, bytes]]:
         """Yield ``(where, data)`` for each member, ``where`` naming it for error messages."""
@@ -155,10 +150,6 @@ def _guarded_read(where: str, read: Any) -> bytes:
 def default_root() -> Path:
     """Where Omniglot is looked for when neither ``root`` nor ``METAGRAD_DATA`` is given."""
     return Path.home() / ".cache" / "metagrad" / "omniglot"
-
-
-def _fallback_cache_dir() -> Path:
-    return Path.home() / ".cache" / "metagrad"
 
 
 def _search_folders(root: str | Path | None) -> tuple[list[Path], Path]:
@@ -340,80 +331,6 @@ def _decode_all(characters: list[_Character], size: int) -> np.ndarray:
     return images
 
 
-# -- cache ---------------------------------------------------------------------------------------
-
-
-def _fingerprint(sources: dict[str, _Source], size: int) -> str:
-    key = [_CACHE_VERSION, size, [source.fingerprint() for source in sources.values()]]
-    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
-
-
-def _cache_file(folder: Path, size: int, fingerprint: str) -> Path:
-    return folder / f"omniglot-{size}px-{fingerprint}.npz"
-
-
-def _read_cache(path: Path, size: int) -> ClassImages | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            images, names = data["images"], tuple(data["class_names"].tolist())
-        if images.shape[1:] != (NUM_DRAWINGS, 1, size, size):
-            raise ValueError(f"images of shape {images.shape}")
-        return ClassImages(torch.from_numpy(images), names)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, DatasetError) as exc:
-        warnings.warn(
-            f"Ignoring the unreadable Omniglot cache {path} ({exc}); decoding the images again.",
-            stacklevel=3,
-        )
-        return None
-
-
-def _write_cache(path: Path, images: ClassImages) -> None:
-    """Write the cache under a temporary name and rename it, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, images=images.images.numpy(), class_names=np.array(images.class_names))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _writable(folder: Path) -> bool:
-    """Writable by this process and not marked read-only (root ignores the mode bits)."""
-    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
-
-
-def _store_cache(
-    images: ClassImages, folders: list[Path], size: int, fingerprint: str, *, required: bool
-) -> None:
-    """Cache in the first writable folder; warn, or raise if ``required``, when none is."""
-    errors = []
-    for folder in folders:
-        if folder.exists() and not _writable(folder):
-            errors.append(f"{folder}: read-only")
-            continue
-        try:
-            _write_cache(_cache_file(folder, size, fingerprint), images)
-            return
-        except OSError as exc:
-            errors.append(f"{folder}: {exc}")
-    if required:
-        raise DatasetError(
-            f"Cannot write the Omniglot cache ({'; '.join(errors)}). Choose a writable "
-            "cache_dir, or leave it unset to cache next to the data or in ~/.cache/metagrad."
-        )
-    warnings.warn(
-        f"Could not cache the decoded Omniglot images ({'; '.join(errors)}); the next load will "
-        "decode them again. Pass a writable cache_dir to avoid that.",
-        stacklevel=3,
-    )
-
-
 # -- public API ----------------------------------------------------------------------------------
 
 
@@ -462,19 +379,30 @@ def load_omniglot(
             "use e.g. 28 (the MAML setting) or 105 (the original resolution)."
         )
     folder, sources = _locate(root, download)
-    fingerprint = _fingerprint(sources, image_size)
-    cache_folders = [Path(cache_dir)] if cache_dir is not None else [folder, _fallback_cache_dir()]
-    for cache_folder in cache_folders:
-        cached = _read_cache(_cache_file(cache_folder, image_size, fingerprint), image_size)
-        if cached is not None and expected_classes in (None, len(cached)):
-            return cached
-    characters = _index(sources, expected_classes)
-    images = ClassImages(
-        torch.from_numpy(_decode_all(characters, image_size)),
-        tuple(character.name for character in characters),
+    key = fingerprint(_CACHE_VERSION, image_size, [s.fingerprint() for s in sources.values()])
+
+    def fits(parts: Parts) -> bool:
+        images = parts.get("")
+        return (
+            images is not None
+            and images.images.shape[1:] == (NUM_DRAWINGS, 1, image_size, image_size)
+            and expected_classes in (None, len(images))
+        )
+
+    def decode() -> Parts:
+        characters = _index(sources, expected_classes)
+        images = torch.from_numpy(_decode_all(characters, image_size))
+        return {"": ClassImages(images, tuple(character.name for character in characters))}
+
+    prepared = load_or_decode(
+        f"omniglot-{image_size}px-{key}.npz",
+        cache_folders(folder, cache_dir),
+        "Omniglot",
+        decode,
+        fits=fits,
+        required=cache_dir is not None,
     )
-    _store_cache(images, cache_folders, image_size, fingerprint, required=cache_dir is not None)
-    return images
+    return prepared.splits[""]
 
 
 @lru_cache(maxsize=1)

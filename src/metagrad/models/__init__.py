@@ -1,5 +1,12 @@
-from metagrad.models.conv4 import Conv4, TaskBatchNorm2d
-from metagrad.models.functional import Forward, Params, functional_forward, meta_parameters
+from metagrad.models.batch_norm import TaskBatchNorm2d, fused_batch_norm
+from metagrad.models.conv4 import Conv4
+from metagrad.models.functional import (
+    Forward,
+    Params,
+    functional_forward,
+    meta_parameters,
+    tasks_forward,
+)
 from metagrad.models.mlp import MLP
 
 __all__ = [
@@ -9,5 +16,7 @@ __all__ = [
     "Params",
     "TaskBatchNorm2d",
     "functional_forward",
+    "fused_batch_norm",
     "meta_parameters",
+    "tasks_forward",
 ]

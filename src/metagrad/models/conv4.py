@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-
-class TaskBatchNorm2d(nn.Module):
-    """Batch normalisation with the statistics of the batch in hand, written in primitive ops.
-
-    This is the MAML reference behaviour (no running statistics). Primitive ops, unlike
-    `F.batch_norm`, give exact second-order meta-gradients under `torch.func.vmap`: the fused
-    kernel's batched backward treats the batch statistics as constants.
-    """
-
-    def __init__(self, channels: int, eps: float = 1e-3):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        var = (x - mean).square().mean(dim=(0, 2, 3), keepdim=True)
-        scale = self.weight[:, None, None] * torch.rsqrt(var + self.eps)
-        return (x - mean) * scale + self.bias[:, None, None]
+from metagrad.models.batch_norm import TaskBatchNorm2d
 
 
 class Conv4(nn.Module):
@@ -67,3 +49,39 @@ class Conv4(nn.Module):
         h = self.features(x)
         h = h.mean(dim=(2, 3)) if self.pool == "stride" else h.flatten(1)
         return self.head(h)
+
+    def forward_tasks(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The network with one copy of its parameters per task, as grouped convolutions.
+
+        Every parameter has a leading task dimension T and `x` is `[T, n, C, H, W]`. The tasks
+        become channel groups (`[n, T·C, H, W]`, `groups=T`), so the fused batch norm's
+        per-channel statistics are each task's own, and exact to second order (no `vmap`).
+        """
+        tasks = x.shape[0]
+        h = x.transpose(0, 1).flatten(1, 2)
+        for name, layer in self.features.named_children():
+            prefix = f"features.{name}."
+            if isinstance(layer, nn.Conv2d):
+                h = F.conv2d(
+                    h,
+                    params[prefix + "weight"].flatten(0, 1),
+                    params[prefix + "bias"].flatten(),
+                    stride=layer.stride,
+                    padding=layer.padding,
+                    groups=tasks,
+                )
+            elif isinstance(layer, TaskBatchNorm2d):
+                weight, bias = params[prefix + "weight"], params[prefix + "bias"]
+                h = F.batch_norm(
+                    h, None, None, weight.flatten(), bias.flatten(), training=True, eps=layer.eps
+                )
+            elif isinstance(layer, nn.MaxPool2d):
+                h = F.max_pool2d(h, layer.kernel_size, layer.stride, layer.padding)
+            elif isinstance(layer, nn.ReLU):
+                h = F.relu(h)
+            else:
+                raise TypeError(f"forward_tasks has no task-batched form of {layer}")
+        h = h.mean(dim=(2, 3)) if self.pool == "stride" else h
+        h = h.reshape(h.shape[0], tasks, -1).transpose(0, 1)  # [T, n, features]
+        weight, bias = params["head.weight"], params["head.bias"]
+        return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))

@@ -1,0 +1,158 @@
+"""The same meta-step written with other libraries, the way their own examples write it.
+
+Each builder returns `step()`: one meta-gradient of the mean query loss over the meta-batch,
+as a list in `model.parameters()` order. The model is metagrad's (same network, same
+initialisation), so every peer's meta-gradient can be checked against metagrad's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from metagrad.config import Config
+from metagrad.errors import ConfigError
+from metagrad.tasks.batch import TaskBatch
+
+Step = Callable[[], list[torch.Tensor]]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def installed(peer: str) -> bool:
+    """Whether the library behind `peer` can be imported (it may already be, bare)."""
+    return peer in sys.modules or importlib.util.find_spec(peer) is not None
+
+
+def _grads(model: nn.Module) -> list[torch.Tensor]:
+    grads = [p.grad for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def _import_learn2learn_maml() -> types.ModuleType:
+    """`learn2learn.algorithms.maml` without the package `__init__`.
+
+    learn2learn's `__init__` imports its vision, gym and text modules (torchvision, gym); its
+    MAML needs only `learn2learn.utils`, so the two packages are registered bare first.
+    """
+    if "learn2learn.algorithms.maml" in sys.modules:
+        return sys.modules["learn2learn.algorithms.maml"]
+    spec = importlib.util.find_spec("learn2learn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "learn2learn is not installed; run benchmarks/install-peers.sh (learn2learn 0.2.0 "
+            "must be rebuilt with Cython 0.29 on Python 3.11)"
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    for name, folder in (("learn2learn", root), ("learn2learn.algorithms", root / "algorithms")):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(folder)]
+            sys.modules[name] = package
+    return importlib.import_module("learn2learn.algorithms.maml")
+
+
+def learn2learn_step(model: nn.Module, config: Config, batch: TaskBatch, loss_fn: LossFn) -> Step:
+    """learn2learn 0.2.0: `MAML.clone()` per task, `adapt()` per inner step, one backward a task."""
+    maml = _import_learn2learn_maml().MAML(
+        model, lr=config.algorithm.inner_lr, first_order=config.algorithm.first_order
+    )
+    steps, tasks = config.algorithm.inner_steps, batch.num_tasks
+
+    def step() -> list[torch.Tensor]:
+        for x_s, y_s, x_q, y_q in zip(*batch.tensors(), strict=True):
+            learner = maml.clone()
+            for _ in range(steps):
+                learner.adapt(loss_fn(learner(x_s), y_s))
+            (loss_fn(learner(x_q), y_q) / tasks).backward()
+        return _grads(model)
+
+    return step
+
+
+def higher_step(model: nn.Module, config: Config, batch: TaskBatch, loss_fn: LossFn) -> Step:
+    """higher: `innerloop_ctx` per task; first order = untracked fast weights, gradients copied."""
+    import higher
+
+    first_order = config.algorithm.first_order
+    inner = torch.optim.SGD(model.parameters(), lr=config.algorithm.inner_lr)
+    steps, tasks = config.algorithm.inner_steps, batch.num_tasks
+
+    def step() -> list[torch.Tensor]:
+        for x_s, y_s, x_q, y_q in zip(*batch.tensors(), strict=True):
+            with higher.innerloop_ctx(
+                model, inner, copy_initial_weights=False, track_higher_grads=not first_order
+            ) as (fmodel, diffopt):
+                for _ in range(steps):
+                    diffopt.step(loss_fn(fmodel(x_s), y_s))
+                loss = loss_fn(fmodel(x_q), y_q) / tasks
+                if not first_order:
+                    loss.backward()
+                    continue
+                fast = list(fmodel.parameters())
+                for param, grad in zip(
+                    model.parameters(), torch.autograd.grad(loss, fast), strict=True
+                ):
+                    param.grad = grad if param.grad is None else param.grad + grad
+        return _grads(model)
+
+    return step
+
+
+def torchopt_step(model: nn.Module, config: Config, batch: TaskBatch, loss_fn: LossFn) -> Step:
+    """torchopt: `MetaSGD` with state extract/recover per task (its MAML example); first order
+    with its functional `sgd` on detached gradients."""
+    import torchopt
+
+    lr, steps, tasks = config.algorithm.inner_lr, config.algorithm.inner_steps, batch.num_tasks
+    if config.algorithm.first_order:
+        optimizer = torchopt.sgd(lr)
+        names = [name for name, _ in model.named_parameters()]
+
+        def step() -> list[torch.Tensor]:
+            for x_s, y_s, x_q, y_q in zip(*batch.tensors(), strict=True):
+                params = tuple(model.parameters())
+                state = optimizer.init(params)
+                for _ in range(steps):
+                    out = torch.func.functional_call(
+                        model, dict(zip(names, params, strict=True)), (x_s,)
+                    )
+                    grads = torch.autograd.grad(loss_fn(out, y_s), params)
+                    updates, state = optimizer.update(grads, state, inplace=False)
+                    params = torchopt.apply_updates(params, updates, inplace=False)
+                out = torch.func.functional_call(
+                    model, dict(zip(names, params, strict=True)), (x_q,)
+                )
+                (loss_fn(out, y_q) / tasks).backward()
+            return _grads(model)
+
+        return step
+
+    inner = torchopt.MetaSGD(model, lr=lr)
+    model_state = torchopt.extract_state_dict(model)
+    inner_state = torchopt.extract_state_dict(inner)
+
+    def step() -> list[torch.Tensor]:
+        for x_s, y_s, x_q, y_q in zip(*batch.tensors(), strict=True):
+            for _ in range(steps):
+                inner.step(loss_fn(model(x_s), y_s))
+            (loss_fn(model(x_q), y_q) / tasks).backward()
+            torchopt.recover_state_dict(model, model_state)
+            torchopt.recover_state_dict(inner, inner_state)
+        return _grads(model)
+
+    return step
+
+
+PEERS: dict[str, Callable[[nn.Module, Config, TaskBatch, LossFn], Step]] = {
+    "learn2learn": learn2learn_step,
+    "higher": higher_step,
+    "torchopt": torchopt_step,
+}
