@@ -24,7 +24,7 @@ from metagrad.bench.peers import installed
 from metagrad.bench.settings import setting_config, synthetic_batch
 from metagrad.bench.worker import metagrad_step, peer_step
 from metagrad.build import init_model
-from metagrad.models.conv4 import fused_batch_norm
+from metagrad.models import fused_batch_norm
 from metagrad.models.functional import functional_forward, meta_parameters
 
 

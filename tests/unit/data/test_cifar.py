@@ -92,16 +92,6 @@ def root(tmp_path: Path, official: Path) -> Path:
     return copy.parent
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keep ~/.cache/metagrad and METAGRAD_DATA of the machine out of the tests."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("METAGRAD_DATA", raising=False)
-    return home
-
-
 def no_decoding(*args: object) -> None:
     raise AssertionError("the images were decoded again instead of read from the cache")
 

@@ -86,16 +86,6 @@ def write_folder_form(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keep ~/.cache/metagrad and METAGRAD_DATA of the machine out of the tests."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("METAGRAD_DATA", raising=False)
-    return home
-
-
 def load(root: Path | None, **kwargs: object) -> dict[str, ClassImages]:
     """The look-alike has 3/2/2 classes of 4 images, not 64/16/20 of 600."""
     kwargs.setdefault("expected_classes", COUNTS)

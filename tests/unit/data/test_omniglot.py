@@ -119,16 +119,6 @@ def folder_root(tmp_path: Path, synthetic_members: dict[str, dict[str, bytes]]) 
     return root
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keep ~/.cache/metagrad and METAGRAD_DATA of the machine out of the tests."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("METAGRAD_DATA", raising=False)
-    return home
-
-
 def load(root: Path, **kwargs: object) -> ClassImages:
     """The synthetic data has 8 characters, not the 1623 of the real release."""
     kwargs.setdefault("expected_classes", len(CLASS_NAMES))

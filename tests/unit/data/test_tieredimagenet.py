@@ -96,16 +96,6 @@ def write_release(root: Path, form: str = "png") -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keep ~/.cache/metagrad and METAGRAD_DATA of the machine out of the tests."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("METAGRAD_DATA", raising=False)
-    return home
-
-
 def load(root: Path | None, **kwargs: Any) -> dict[str, ClassImages]:
     """The look-alike has 3/2/2 classes of 4 to 6 images, not 351/97/160 of 732 or more."""
     kwargs.setdefault("expected_classes", COUNTS)
