@@ -87,7 +87,7 @@ class Candidate:
 
     def describe(self) -> str:
         at_once = "all" if self.chunk_size is None else self.chunk_size
-        chunks = f"{at_once} tasks at once"
+        chunks = "one task at a time" if self.strategy == "loop" else f"{at_once} tasks at once"
         inner = ", inner steps recomputed" if self.checkpoint_inner else ""
         return f"{self.strategy} ({chunks}{inner}): {format_size(self.memory)}"
 

@@ -94,6 +94,8 @@ class MetaAlgorithm:
         first_order: bool,
         batched: bool = False,
     ) -> Adaptation:
+        """`adapt()` with this algorithm's inner loop; `batched`: `params` and `(x, y)` stack
+        several tasks, and the losses it reports are summed over them."""
         return adapt(
             self.network(batched),
             params,
