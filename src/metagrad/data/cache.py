@@ -40,7 +40,7 @@ def fallback_dir() -> Path:
     return Path.home() / ".cache" / "metagrad"
 
 
-def cache_folders(data_folder: Path, cache_dir: str | Path | None) -> list[Path]:
+def _cache_folders(data_folder: Path, cache_dir: str | Path | None) -> list[Path]:
     """``cache_dir`` if given, else the data folder and then :func:`fallback_dir`."""
     return [Path(cache_dir)] if cache_dir is not None else [data_folder, fallback_dir()]
 
@@ -140,21 +140,25 @@ def store_cache(
 
 def load_or_decode(
     file_name: str,
-    folders: list[Path],
+    data_folder: Path,
+    cache_dir: str | Path | None,
     what: str,
     decode: Callable[[], Parts],
     *,
     fits: Callable[[Parts], bool],
-    required: bool,
 ) -> Prepared:
-    """The parts cached as ``file_name`` in one of ``folders``, else ``decode()``-d and cached.
+    """The parts cached as ``file_name`` (in ``cache_dir``, else next to the data or in
+    :func:`fallback_dir`), else ``decode()``-d and cached there; an explicit ``cache_dir`` that
+    cannot be written is an error, the default folders only a warning.
 
     A cache that does not ``fit`` the request (other parts, shapes or class counts) is ignored,
     so decoding runs again and reports what is wrong with the source.
     """
+    folders = _cache_folders(data_folder, cache_dir)
     for folder in folders:
         cached = read_cache(folder / file_name, what)
         if cached is not None and fits(cached):
             return Prepared(cached, folder / file_name)
     parts = decode()
+    required = cache_dir is not None
     return Prepared(parts, store_cache(parts, file_name, folders, what, required=required))

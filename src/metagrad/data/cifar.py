@@ -28,7 +28,6 @@ import numpy as np
 from metagrad.data.cache import (
     Parts,
     Prepared,
-    cache_folders,
     files_digest,
     fingerprint,
     load_or_decode,
@@ -242,11 +241,11 @@ def _all_classes(
 
     return load_or_decode(
         f"cifar100-{image_size}px-{key}.npz",
-        cache_folders(source.path.parent, cache_dir),
+        source.path.parent,
+        cache_dir,
         "CIFAR-100",
         lambda: {"": _decode(source, image_size, expected_examples)},
         fits=fits,
-        required=cache_dir is not None,
     )
 
 

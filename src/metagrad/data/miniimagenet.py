@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from metagrad.data.cache import Prepared, cache_folders, files_digest, fingerprint, load_or_decode
+from metagrad.data.cache import Prepared, files_digest, fingerprint, load_or_decode
 from metagrad.data.class_images import ClassImages
 from metagrad.data.classes import check_disjoint, check_num_classes, equal_counts, splits_fit
 from metagrad.data.images import check_image_size, decode_rgb, resize_rgb, stack_classes
@@ -298,11 +298,11 @@ def prepare_miniimagenet(
 
     return load_or_decode(
         f"miniimagenet-{image_size}px-{key}.npz",
-        cache_folders(layout.folder, cache_dir),
+        layout.folder,
+        cache_dir,
         "mini-ImageNet",
         decode,
         fits=fits,
-        required=cache_dir is not None,
     )
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from metagrad.data.cache import Parts, cache_folders, files_digest, fingerprint, load_or_decode
+from metagrad.data.cache import Parts, files_digest, fingerprint, load_or_decode
 from metagrad.data.class_images import ClassImages
 from metagrad.data.integrity import download as download_file
 from metagrad.errors import ConfigError, DatasetError
@@ -396,11 +396,11 @@ def load_omniglot(
 
     prepared = load_or_decode(
         f"omniglot-{image_size}px-{key}.npz",
-        cache_folders(folder, cache_dir),
+        folder,
+        cache_dir,
         "Omniglot",
         decode,
         fits=fits,
-        required=cache_dir is not None,
     )
     return prepared.splits[""]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metagrad.data.cache import Prepared, cache_folders, files_digest, fingerprint, load_or_decode
+from metagrad.data.cache import Prepared, files_digest, fingerprint, load_or_decode
 from metagrad.data.class_images import ClassImages
 from metagrad.data.classes import check_disjoint, check_num_classes, first_of_each, splits_fit
 from metagrad.data.images import check_image_size, decode_rgb, resize_rgb, stack_classes
@@ -219,11 +219,11 @@ def prepare_tieredimagenet(
 
     return load_or_decode(
         f"tieredimagenet-{image_size}px-{key}.npz",
-        cache_folders(folder, cache_dir),
+        folder,
+        cache_dir,
         "tiered-ImageNet",
         decode,
         fits=fits,
-        required=cache_dir is not None,
     )
 
 
