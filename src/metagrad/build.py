@@ -40,13 +40,18 @@ def build_model(config: Config) -> nn.Module:
     """The network named by `config.model`, shaped for `config.task`."""
     if config.model.name == "conv4":
         return Conv4(
-            in_channels=1 if config.task.dataset == "omniglot" else 3,
+            in_channels=image_channels(config),
             num_classes=config.task.n_way,
             image_size=config.task.image_size,
             hidden=config.model.hidden[0],
             pool=config.model.pool,
         )
     return MLP(1, config.model.hidden, 1)
+
+
+def image_channels(config: Config) -> int:
+    """Channels of the task's images: greyscale Omniglot, RGB natural images."""
+    return 1 if config.task.dataset == "omniglot" else 3
 
 
 def init_model(config: Config) -> nn.Module:

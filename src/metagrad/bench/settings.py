@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from metagrad.build import image_channels
 from metagrad.config import Config, load_config
 from metagrad.tasks.batch import TaskBatch
 
@@ -69,8 +70,7 @@ def synthetic_batch(config: Config, device: torch.device | str = "cpu") -> TaskB
         x_q = torch.rand(shape_q, generator=generator) * 10 - 5
         y_s, y_q = torch.sin(x_s), torch.sin(x_q)
     else:
-        channels = 1 if task.dataset == "omniglot" else 3
-        image = (channels, task.image_size, task.image_size)
+        image = (image_channels(config), task.image_size, task.image_size)
         x_s = torch.rand((tasks, task.n_way * task.k_shot, *image), generator=generator)
         x_q = torch.rand((tasks, task.n_way * task.n_query, *image), generator=generator)
         y_s = torch.arange(task.n_way).repeat_interleave(task.k_shot).expand(tasks, -1)

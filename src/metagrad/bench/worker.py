@@ -16,19 +16,23 @@ from collections.abc import Callable
 
 import torch
 
-from metagrad.algorithms import build_algorithm, fastest_strategy
+from metagrad.algorithms import build_algorithm
 from metagrad.allocator import tune_allocator
 from metagrad.bench.peers import PEERS
 from metagrad.bench.settings import setting_config, synthetic_batch
-from metagrad.build import build_model, build_tasks, init_model, objective_for, resolve_device
+from metagrad.build import build_tasks, image_channels, init_model, objective_for, resolve_device
 from metagrad.config import Config, parse_size
 from metagrad.data.class_images import ClassImages
-from metagrad.memory import peak_rss, plan_memory, reset_peak_rss
+from metagrad.memory import peak_rss, reset_peak_rss
 from metagrad.models.functional import meta_parameters
 from metagrad.tasks.batch import TaskBatch
 from metagrad.tasks.sampler import EpisodeSampler
+from metagrad.train import measured_strategy, planned_execution
 
 Step = Callable[[], list[torch.Tensor]]
+
+PLAN_BUDGET = "8GiB"
+"""The memory budget of the `planned` approach when the setting has no train.max_memory."""
 
 SAMPLER_CLASSES = {"omniglot": 4400, "miniimagenet": 64}
 """Meta-training classes of the datasets whose sampling the `sampler` approach times."""
@@ -52,21 +56,14 @@ def metagrad_step(config: Config, batch: TaskBatch, approach: str) -> tuple[Step
         checkpoint_inner=bool(checkpoint) or algorithm.checkpoint_inner,
     )
     info: dict = {}
-    if strategy == "planned":
-        budget = parse_size(config.train.max_memory or "8GiB")
-        algorithm, _, _ = plan_memory(
-            algorithm, params, buffers, batch, budget, batch.x_support.device
-        )
+    if strategy in ("auto", "planned"):  # as `metagrad train` chooses, on this batch
+        if strategy == "planned":
+            algorithm = planned_execution(algorithm, params, buffers, batch, config)
+            info["budget_mib"] = parse_size(config.train.max_memory) / 2**20
+        else:
+            algorithm = measured_strategy(algorithm, params, buffers, batch)
         chosen = algorithm.strategy + (f"/{algorithm.chunk_size}" if algorithm.chunk_size else "")
-        chosen += "+checkpoint" if algorithm.checkpoint_inner else ""
-        info = {"chosen": chosen, "budget_mib": budget / 2**20}
-    if strategy == "auto":
-        chosen, timings = fastest_strategy(
-            lambda s: dataclasses.replace(algorithm, strategy=s).meta_step(params, buffers, batch),
-            algorithm.strategies,
-        )
-        algorithm = dataclasses.replace(algorithm, strategy=chosen)
-        info = {"chosen": chosen, "probe_seconds": timings}
+        info["chosen"] = chosen + ("+checkpoint" if algorithm.checkpoint_inner else "")
 
     def step() -> list[torch.Tensor]:
         return list(algorithm.meta_step(params, buffers, batch)[0].values())
@@ -89,9 +86,8 @@ def sampler_step(config: Config, device: torch.device) -> tuple[Step, dict]:
     if task.dataset == "sinusoid":
         tasks = build_tasks(config, device)
     else:
-        channels = build_model(config).features[0].in_channels
         shape = (SAMPLER_CLASSES.get(task.dataset, 64), 20 if task.dataset == "omniglot" else 600)
-        size = (*shape, channels, task.image_size, task.image_size)
+        size = (*shape, image_channels(config), task.image_size, task.image_size)
         pixels = torch.randint(0, 256, size, dtype=torch.uint8)
         images = ClassImages(pixels, [str(c) for c in range(shape[0])])
         tasks = EpisodeSampler({"train": images.to(device)}, task.n_way, task.k_shot, task.n_query)
@@ -104,7 +100,10 @@ def sampler_step(config: Config, device: torch.device) -> tuple[Step, dict]:
 
 
 def measure(spec: dict) -> dict:
-    config = setting_config(spec["setting"], spec.get("overrides", ()))
+    overrides = list(spec.get("overrides", ()))
+    config = setting_config(spec["setting"], overrides)
+    if spec["approach"] == "planned" and config.train.max_memory is None:
+        config = setting_config(spec["setting"], [*overrides, f"train.max_memory={PLAN_BUDGET}"])
     device = resolve_device(spec.get("device", "cpu"))
     approach = spec["approach"]
     batch = synthetic_batch(config, device)
