@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from metagrad.allocator import tune_allocator
+from metagrad.execution.allocator import tune_allocator
 from metagrad.bench.peers import installed
 from metagrad.bench.settings import setting_config, synthetic_batch
 from metagrad.bench.worker import metagrad_step, peer_step

@@ -3,6 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from metagrad.algorithms import MetaParameters
+from metagrad.execution import ExecutionPlan, Network, meta_gradient
 from metagrad.models import MLP, functional_forward, meta_parameters
 from metagrad.tasks import SinusoidTasks
 
@@ -28,3 +30,24 @@ def omniglot_root():
     if not (root / "images_background.zip").is_file():
         pytest.skip(f"the real Omniglot archives are not in {root}")
     return root
+
+
+def run_meta_gradient(
+    algorithm, model, objective, batch, strategy, chunk_size=None, checkpoint_inner=False
+):
+    """The meta-gradient (by parameter name) and metrics of `algorithm` on `model`'s current
+    parameters, executed as `strategy`."""
+    network = Network(model, objective)
+    meta = MetaParameters(
+        dict(model.named_parameters()),
+        {k: v.detach().requires_grad_() for k, v in algorithm.extra_parameters(
+            dict(model.named_parameters())).items()},
+    )
+    plan = ExecutionPlan(strategy, chunk_size, checkpoint_inner)
+    grads, metrics = meta_gradient(algorithm, network, meta, batch, plan)
+    return grads.named(), metrics
+
+
+@pytest.fixture
+def gradient_of():
+    return run_meta_gradient

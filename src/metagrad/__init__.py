@@ -1,6 +1,15 @@
 """metagrad: gradient-based meta-learning (MAML, first-order MAML, Reptile) for PyTorch."""
 
-from metagrad.algorithms import MAML, MetaAlgorithm, Pretrain, Reptile, adam, adapt, sgd
+from metagrad.algorithms import (
+    MAML,
+    Algorithm,
+    MetaParameters,
+    Pretrain,
+    Reptile,
+    adam,
+    adapt,
+    sgd,
+)
 from metagrad.config import Config, load_config
 from metagrad.data import ClassImages, load_omniglot
 from metagrad.errors import (
@@ -12,7 +21,8 @@ from metagrad.errors import (
     NonFiniteError,
 )
 from metagrad.evaluate import evaluate_run
-from metagrad.models import MLP, Conv4, functional_forward, meta_parameters
+from metagrad.execution import ExecutionPlan, MetaLearner, Network, choose_plan, meta_gradient
+from metagrad.models import MLP, Conv4, exact_modules, functional_forward, meta_parameters
 from metagrad.objectives import CLASSIFICATION, REGRESSION
 from metagrad.tasks import EpisodeSampler, SinusoidTasks, TaskBatch
 from metagrad.train import fit
@@ -24,6 +34,7 @@ __all__ = [
     "MAML",
     "MLP",
     "REGRESSION",
+    "Algorithm",
     "CheckpointError",
     "ClassImages",
     "Config",
@@ -31,9 +42,12 @@ __all__ = [
     "Conv4",
     "DatasetError",
     "EpisodeSampler",
+    "ExecutionPlan",
     "Interrupted",
-    "MetaAlgorithm",
+    "MetaLearner",
+    "MetaParameters",
     "MetagradError",
+    "Network",
     "NonFiniteError",
     "Pretrain",
     "Reptile",
@@ -41,11 +55,14 @@ __all__ = [
     "TaskBatch",
     "adam",
     "adapt",
+    "choose_plan",
     "evaluate_run",
+    "exact_modules",
     "fit",
     "functional_forward",
     "load_config",
     "load_omniglot",
+    "meta_gradient",
     "meta_parameters",
     "sgd",
 ]

@@ -7,13 +7,15 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from metagrad.algorithms.inner import INNER_OPTIMIZERS, InnerOptimizer
+from metagrad.algorithms import build_algorithm
 from metagrad.config import Config
 from metagrad.data.class_images import ClassImages
 from metagrad.data.natural import prepare
 from metagrad.data.omniglot import load_omniglot, split_classes
 from metagrad.errors import ConfigError
+from metagrad.execution import ExecutionPlan, MetaLearner
 from metagrad.models import MLP, Conv4
+from metagrad.models.user import user_model
 from metagrad.objectives import CLASSIFICATION, REGRESSION, Objective
 from metagrad.tasks.sampler import EpisodeSampler
 from metagrad.tasks.seeding import SPLITS
@@ -37,7 +39,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(config: Config) -> nn.Module:
-    """The network named by `config.model`, shaped for `config.task`."""
+    """The network named by `config.model`, shaped for `config.task`: a built-in one, or a
+    user's factory (`model.name: package.module:function`)."""
+    if ":" in config.model.name:
+        return user_model(
+            config.model.name,
+            config.model.kwargs,
+            num_classes=config.task.n_way if config.task.dataset != "sinusoid" else 1,
+            in_channels=image_channels(config),
+            image_size=config.task.image_size,
+        )
     if config.model.name == "conv4":
         return Conv4(
             in_channels=image_channels(config),
@@ -113,7 +124,10 @@ def objective_for(config: Config) -> Objective:
     return REGRESSION if config.task.dataset == "sinusoid" else CLASSIFICATION
 
 
-def eval_optimizer(config: Config) -> InnerOptimizer:
-    """The inner optimizer at test time: the training one, with `eval.inner_lr` if set."""
-    lr = config.eval.inner_lr or config.algorithm.inner_lr
-    return INNER_OPTIMIZERS[config.algorithm.inner_optimizer](lr)
+def build_learner(config: Config, device: torch.device | str = "cpu") -> MetaLearner:
+    """The run's algorithm and seeded network on `device`, with the plan `config.train` asks
+    for (still `auto` until a batch is measured)."""
+    settings = config.train
+    plan = ExecutionPlan(settings.strategy, settings.chunk_size, settings.checkpoint_inner)
+    model = init_model(config).to(device)
+    return MetaLearner(build_algorithm(config), model, objective_for(config), plan)

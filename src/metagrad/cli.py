@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from metagrad.allocator import tune_allocator
 from metagrad.errors import CheckpointError, ConfigError, MetagradError
+from metagrad.execution.allocator import tune_allocator
 
 
 def main(argv: Sequence[str] | None = None) -> int:

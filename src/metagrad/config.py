@@ -50,11 +50,19 @@ class TaskConfig:
     """Dataset folder; null = $METAGRAD_DATA, else ~/.cache/metagrad."""
 
 
+BUILT_IN_MODELS = ("mlp", "conv4")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network whose initialisation is meta-learned."""
 
-    name: Literal["mlp", "conv4"] = "mlp"
+    name: str = "mlp"
+    """mlp, conv4, or a network of your own: `package.module:function` (a function or class
+    returning an nn.Module; it is given num_classes, in_channels and image_size if it takes
+    them, and model.kwargs)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of a network of your own (model.name = package.module:function)."""
     hidden: tuple[int, ...] = (40, 40)
     """mlp: hidden layer widths (ReLU between layers); conv4: one entry, the filters per layer."""
     pool: Literal["stride", "max"] = "stride"
@@ -276,6 +284,10 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             choices = ", ".join(map(str, args))
             raise ConfigError(f"{path} = {value!r} is not allowed; choose one of: {choices}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{path} = {value!r} must be a mapping of names to values")
+        return dict(value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path} = {value!r} must be a list, e.g. [40, 40]")
@@ -386,6 +398,11 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"train.checkpoint_inner = true cannot run under train.strategy = "
             f"{config.train.strategy} (vmap); use loop, batched or auto"
+        )
+    if config.model.name not in BUILT_IN_MODELS and ":" not in config.model.name:
+        raise ConfigError(
+            f"model.name = {config.model.name!r} is not a network; choose one of "
+            f"{', '.join(BUILT_IN_MODELS)}, or name your own as package.module:function"
         )
     if config.model.name == "conv4" and len(config.model.hidden) != 1:
         raise ConfigError(

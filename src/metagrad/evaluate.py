@@ -13,14 +13,13 @@ from pathlib import Path
 
 import torch
 
-from metagrad.algorithms.inner import InnerOptimizer, adapt
-from metagrad.algorithms.strategy import MAP_TASKS, fastest_strategy, map_tasks_no_grad
-from metagrad.build import build_tasks, eval_optimizer, init_model, objective_for, resolve_device
+from metagrad.build import build_learner, build_tasks, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore, load_checkpoint
 from metagrad.config import Config, load_config
-from metagrad.models.batch_norm import TaskBatchNorm2d, fused_batch_norm
-from metagrad.models.functional import Forward, Params, functional_forward, meta_parameters
-from metagrad.objectives import Objective
+from metagrad.execution import MetaLearner
+from metagrad.execution.strategies import map_tasks_no_grad
+from metagrad.models.batch_norm import TaskBatchNorm, fused_batch_norm
+from metagrad.models.functional import Params
 from metagrad.tasks.batch import TaskBatch
 
 
@@ -37,71 +36,58 @@ class Summary:
 
 
 def adapted_metrics(
-    forward: Forward,
-    params: Params,
-    buffers: Params,
+    learner: MetaLearner,
     batches: Iterable[TaskBatch],
     *,
-    objective: Objective,
     steps: int,
-    optimizer: InnerOptimizer,
-    strategy: str,
+    lr: float | None = None,
     inductive: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Query metrics of every task after 0..`steps` inner steps, `[num_tasks, steps + 1]` each.
 
-    `strategy="auto"` measures both strategies on a few tasks first and runs the faster.
-    `inductive` predicts each query example in a batch made of the support set and that example
-    alone, so no query example sees another's batch statistics (the Reptile paper's
-    non-transductive protocol); otherwise the whole query set is one batch, as in MAML.
+    The algorithm adapts as it does at test time (`adapt_for_test`, inner lr `lr` or its own),
+    and the tasks are mapped as the learner's execution plan says. `inductive` predicts each
+    query example in a batch made of the support set and that example alone, so no query
+    example sees another's batch statistics (the Reptile paper's non-transductive protocol);
+    otherwise the whole query set is one batch, as in MAML.
     """
-    params = {k: p.detach() for k, p in params.items()}
+    meta = learner.meta.detached()
+    network = learner.network.task_learner()
+    objective = learner.network.objective
 
     def predict(fast: Params, x_support: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
         if not inductive:
-            return forward(fast, buffers, x_query)
+            return network(fast, x_query)
         support = x_support.expand(x_query.shape[0], *x_support.shape)
         batches = torch.cat([support, x_query[:, None]], dim=1)
         with fused_batch_norm(False):
-            return torch.func.vmap(lambda b: forward(fast, buffers, b)[-1])(batches)
+            return torch.func.vmap(lambda b: network(fast, b)[-1])(batches)
 
     def task(x_support, y_support, x_query, y_query) -> dict[str, torch.Tensor]:
-        return adapt(
-            forward,
-            params,
-            buffers,
+        return learner.algorithm.adapt_for_test(
+            network,
+            meta,
             x_support,
             y_support,
-            loss_fn=objective.loss,
             steps=steps,
-            optimizer=optimizer,
-            first_order=True,
+            lr=lr,
             observe=lambda fast: objective.metrics(predict(fast, x_support, x_query), y_query),
         ).observations
 
-    batches = list(batches)
-    if strategy == "auto":
-        probe = next(batches[0].chunks(8))
-        strategy, _ = fastest_strategy(
-            lambda s: map_tasks_no_grad(task, probe, strategy=s), MAP_TASKS, repeats=1
-        )
+    strategy = learner.plan.evaluation
     per_batch = [map_tasks_no_grad(task, batch, strategy=strategy) for batch in batches]
     return {k: torch.cat([b[k] for b in per_batch]) for k in per_batch[0]}
 
 
 def protocol_metrics(
-    config: Config, forward: Forward, params: Params, buffers: Params, batches: list[TaskBatch]
+    config: Config, learner: MetaLearner, batches: list[TaskBatch]
 ) -> dict[str, torch.Tensor]:
     """`adapted_metrics` with the run's test-time protocol (`config.eval`): validation and test."""
     return adapted_metrics(
-        forward,
-        params,
-        buffers,
+        learner,
         batches,
-        objective=objective_for(config),
         steps=config.eval.inner_steps,
-        optimizer=eval_optimizer(config),
-        strategy="auto",
+        lr=config.eval.inner_lr,
         inductive=config.eval.batch_norm == "inductive",
     )
 
@@ -156,15 +142,14 @@ def evaluate_run(
     config = load_config(run_dir / "config.yaml", overrides)
     device = resolve_device(config.train.device)
     state = read_checkpoint(run_dir, checkpoint, device)
-    model, forward = load_model(config, state, device)
-    params, buffers = meta_parameters(model)
+    learner = load_learner(config, state, device)
     batches = fixed_batches(
         build_tasks(config, device, evaluation=True),
         split,
         config.eval.num_tasks,
         config.eval.batch_size,
     )
-    metrics = protocol_metrics(config, forward, params, buffers, [b.to(device) for b in batches])
+    metrics = protocol_metrics(config, learner, [b.to(device) for b in batches])
     result = {
         "run": config.name,
         "split": split,
@@ -174,7 +159,7 @@ def evaluate_run(
         "inner_steps": config.eval.inner_steps,
         "k_shot": config.eval.k_shot or config.task.k_shot,
         "n_query": config.eval.n_query,
-        "batch_norm": batch_norm_mode(model, config.eval.batch_norm),
+        "batch_norm": batch_norm_mode(learner.model, config.eval.batch_norm),
         **summarize(metrics).to_dict(),
     }
     (run_dir / f"eval-{split}.json").write_text(json.dumps(result, indent=2))
@@ -190,15 +175,15 @@ def read_checkpoint(run_dir: Path, which: str, device: torch.device | str = "cpu
 
 def batch_norm_mode(model: torch.nn.Module, mode: str) -> str | None:
     """How the network normalised the query set, stated with every evaluation."""
-    if not any(isinstance(m, TaskBatchNorm2d) for m in model.modules()):
+    if not any(isinstance(m, TaskBatchNorm) for m in model.modules()):
         return None
     if mode == "inductive":
         return "inductive: each query example normalised with the support set alone"
     return "transductive: task batch statistics, the query set normalised as one batch"
 
 
-def load_model(config: Config, state: dict, device: torch.device):
-    """The run's network with the checkpoint's weights, and its functional forward."""
-    model = init_model(config).to(device)
-    model.load_state_dict(state["model"])
-    return model, functional_forward(model)
+def load_learner(config: Config, state: dict, device: torch.device | str) -> MetaLearner:
+    """The run's learner with the checkpoint's meta-parameters and execution plan."""
+    learner = build_learner(config, device)
+    learner.load_state_dict(state)
+    return learner

@@ -8,13 +8,11 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from metagrad.algorithms.inner import adapt
-from metagrad.build import build_tasks, eval_optimizer, objective_for
+from metagrad.build import build_tasks, objective_for
 from metagrad.config import load_config
 from metagrad.errors import CheckpointError
-from metagrad.evaluate import load_model, read_checkpoint
+from metagrad.evaluate import load_learner, read_checkpoint
 from metagrad.logging import METRICS_FILE, read_metrics
-from metagrad.models.functional import meta_parameters
 
 
 def plot_runs(runs: list[Path], out_dir: Path) -> list[Path]:
@@ -113,24 +111,20 @@ def plot_sinusoid_fits(
 
 
 def _fits(run: Path, config, batch, x_grid: torch.Tensor, steps: int) -> torch.Tensor:
-    """The run's predictions on `x_grid` after 0..`steps` inner steps on the task's support set."""
-    model, forward = load_model(config, read_checkpoint(run, "best"), "cpu")
-    params, buffers = meta_parameters(model)
-    return (
-        adapt(
-            forward,
-            {k: p.detach() for k, p in params.items()},
-            buffers,
-            batch.x_support[0],
-            batch.y_support[0],
-            loss_fn=objective_for(config).loss,
-            steps=steps,
-            optimizer=eval_optimizer(config),
-            observe=lambda fast: {"y": forward(fast, buffers, x_grid).squeeze(-1)},
-        )
-        .observations["y"]
-        .detach()
+    """The run's predictions on `x_grid` after 0..`steps` inner steps on the task's support set,
+    adapted as the run's algorithm adapts at test time."""
+    learner = load_learner(config, read_checkpoint(run, "best"), "cpu")
+    network = learner.network.task_learner()
+    adaptation = learner.algorithm.adapt_for_test(
+        network,
+        learner.meta.detached(),
+        batch.x_support[0],
+        batch.y_support[0],
+        steps=steps,
+        lr=config.eval.inner_lr,
+        observe=lambda fast: {"y": network(fast, x_grid).squeeze(-1)},
     )
+    return adaptation.observations["y"].detach()
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import warnings
@@ -11,16 +10,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from metagrad.algorithms import MetaAlgorithm, build_algorithm, fastest_strategy
-from metagrad.build import build_tasks, init_model, objective_for, resolve_device
+from metagrad.build import build_learner, build_tasks, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from metagrad.config import Config, parse_size
 from metagrad.errors import Interrupted, NonFiniteError
 from metagrad.evaluate import fixed_batches, protocol_metrics
+from metagrad.execution import MetaLearner, plan_memory
+from metagrad.execution.memory import format_size
 from metagrad.interrupt import GracefulStop
 from metagrad.logging import RunLogger
-from metagrad.memory import format_size, plan_memory
-from metagrad.models.functional import Params, meta_parameters
+from metagrad.models.functional import Params
 from metagrad.runs import check_run_dir, init_run_dir
 from metagrad.tasks.batch import TaskBatch
 
@@ -54,63 +53,46 @@ def fit(
         )
     ]
     init_run_dir(run_dir, config, resume=resume)
-    objective = objective_for(config)
-    model = init_model(config).to(device)
-    params, buffers = meta_parameters(model)
-    algorithm = build_algorithm(config, model, objective, settings.strategy)
-    optimizer = outer_optimizer(config, params)
+    learner = build_learner(config, device)
+    optimizer = outer_optimizer(config, learner.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
     store = CheckpointStore(run_dir / CHECKPOINT_DIR, keep=settings.keep_checkpoints)
     store.remove_temporary()
 
     start, best, elapsed, skipped = 0, None, 0.0, 0
     window: dict[str, list[float]] = {}  # metrics of the steps since the last log line
-    saved_execution = None
+    same_execution = False
     if resume:
         state = store.load("last", device)
-        model.load_state_dict(state["model"])
+        same_execution = _execution_settings(config.to_dict()) == _execution_settings(
+            state["config"]
+        )
+        learner.load_state_dict(state, plan=same_execution)  # a resumed run executes as before
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best, elapsed, skipped, window = (
             state[k] for k in ("step", "best", "elapsed", "skipped", "window")
         )
-        if _execution_settings(config.to_dict()) == _execution_settings(state["config"]):
-            saved_execution = state["execution"]
-    if saved_execution is not None:  # the resumed run executes as before
-        algorithm = dataclasses.replace(algorithm, **saved_execution)
-    elif settings.max_memory is not None:
-        algorithm = planned_execution(
-            algorithm,
-            params,
-            buffers,
-            tasks.sample("train", start, settings.meta_batch_size).to(device),
-            config,
-        )
-    elif algorithm.strategy == "auto":
-        algorithm = measured_strategy(
-            algorithm,
-            params,
-            buffers,
-            tasks.sample("train", start, settings.meta_batch_size).to(device),
-        )
+    if not same_execution:
+        first = tasks.sample("train", start, settings.meta_batch_size).to(device)
+        if settings.max_memory is not None:
+            learner.plan = planned_execution(learner, first, config)
+        else:
+            learner.choose_plan(first)
+    higher_is_better = learner.network.objective.higher_is_better
     logger = RunLogger(run_dir, resume_step=start if resume else None)
     snapshots = [s for s in sorted(settings.snapshot_seconds) if s > elapsed]
 
     def checkpoint(kind: str, step: int) -> None:
         state = {
             "step": step,
-            "model": model.state_dict(),
+            **learner.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "best": best,
             "elapsed": elapsed,
             "skipped": skipped,
             "window": window,
-            "execution": {
-                "strategy": algorithm.strategy,
-                "chunk_size": algorithm.chunk_size,
-                "checkpoint_inner": algorithm.checkpoint_inner,
-            },
             "config": config.to_dict(),
             "fingerprint": config.fingerprint(),
         }
@@ -123,16 +105,16 @@ def fit(
         for step in bar:
             tick = time.perf_counter()
             batch = tasks.sample("train", step, settings.meta_batch_size).to(device)
-            grads, metrics = algorithm.meta_step(params, buffers, batch)
-            problem = nonfinite(step, metrics["loss"], grads)
+            grads, metrics = learner.meta_gradient(batch)
+            problem = nonfinite(step, metrics["loss"], grads.named())
             skipped = skipped + 1 if problem else 0
             if problem and (settings.nonfinite == "error" or skipped > settings.max_skips):
                 raise NonFiniteError(problem + " Lower algorithm.inner_lr or train.outer_lr.")
             if problem:
                 warnings.warn(f"{problem} Step skipped ({skipped} in a row).", stacklevel=1)
             else:
-                for name, param in params.items():
-                    param.grad = grads[name]
+                for param, grad in zip(learner.parameters(), grads.named().values(), strict=True):
+                    param.grad = grad
                 optimizer.step()
                 for name, values in metrics.items():
                     window.setdefault(name, []).append(values.mean().item())
@@ -149,8 +131,8 @@ def fit(
             while snapshots and elapsed >= snapshots[0]:
                 checkpoint(f"time-{snapshots.pop(0):g}s", done)
             if done % settings.val_every == 0 or final:
-                value = validate(config, params, buffers, algorithm, val_batches, logger, done)
-                if best is None or improves(objective.higher_is_better, value, best["value"]):
+                value = validate(config, learner, val_batches, logger, done)
+                if best is None or improves(higher_is_better, value, best["value"]):
                     best = {"step": done, "value": value}
                     checkpoint("best", done)
             if done % settings.ckpt_every == 0 or final or stop.requested:
@@ -164,19 +146,6 @@ def fit(
     return run_dir
 
 
-def measured_strategy(
-    algorithm: MetaAlgorithm, params: Params, buffers: Params, batch: TaskBatch
-) -> MetaAlgorithm:
-    """`algorithm` with the execution strategy that runs its meta-step fastest here."""
-    chosen, timings = fastest_strategy(
-        lambda s: dataclasses.replace(algorithm, strategy=s).meta_step(params, buffers, batch),
-        algorithm.strategies,
-    )
-    seconds = ", ".join(f"{name} {t:.3g} s" for name, t in timings.items())
-    print(f"execution strategy: {chosen} (measured per meta-step: {seconds})")
-    return dataclasses.replace(algorithm, strategy=chosen)
-
-
 def _execution_settings(config: dict) -> dict:
     """The fields that choose how a meta-step runs: a resume that changes them chooses anew."""
     train = config["train"]
@@ -184,37 +153,24 @@ def _execution_settings(config: dict) -> dict:
     return {k: train.get(k) for k in fields}
 
 
-def planned_execution(
-    algorithm: MetaAlgorithm, params: Params, buffers: Params, batch: TaskBatch, config: Config
-) -> MetaAlgorithm:
-    """`algorithm` with the fastest strategy, chunk size and checkpointing within
-    `train.max_memory`, measured on `batch`."""
+def planned_execution(learner: MetaLearner, batch: TaskBatch, config: Config):
+    """The fastest execution plan within `train.max_memory`, measured on `batch`."""
     budget = parse_size(config.train.max_memory)
-    strategy = config.train.strategy
     planned, candidates, in_use = plan_memory(
-        algorithm,
-        params,
-        buffers,
-        batch,
-        budget,
-        batch.x_support.device,
-        strategies=None if strategy == "auto" else (strategy,),
+        learner.algorithm, learner.network, learner.meta, batch, budget, learner.plan
     )
     print(f"memory budget {format_size(budget)}, {format_size(in_use)} in use; fitting:")
     for candidate in candidates:
         print(f"  {candidate.describe()}, {candidate.seconds:.3g} s per meta-step")
-    print(
-        f"execution: {planned.strategy}, chunk_size {planned.chunk_size}, "
-        f"checkpoint_inner {planned.checkpoint_inner}"
-    )
+    print(f"execution plan: {planned.describe()}")
     return planned
 
 
-def outer_optimizer(config: Config, params: Params) -> torch.optim.Optimizer:
+def outer_optimizer(config: Config, params: list[torch.Tensor]) -> torch.optim.Optimizer:
     lr = config.train.outer_lr
     if config.train.outer_optimizer == "sgd":
-        return torch.optim.SGD(params.values(), lr=lr)
-    return torch.optim.Adam(params.values(), lr=lr)
+        return torch.optim.SGD(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr)
 
 
 def lr_factor(config: Config, step: int) -> float:
@@ -240,11 +196,11 @@ def improves(higher_is_better: bool, value: float, best: float) -> bool:
     return value > best if higher_is_better else value < best
 
 
-def validate(config, params, buffers, algorithm, batches, logger, step) -> float:
+def validate(config, learner, batches, logger, step) -> float:
     """Primary metric on the fixed validation tasks, adapted as at test time."""
-    metrics = protocol_metrics(config, algorithm.forward, params, buffers, batches)
+    metrics = protocol_metrics(config, learner, batches)
     means = {name: values.mean(0) for name, values in metrics.items()}
     logged = {f"pre_{n}": m[0].item() for n, m in means.items()}
     logged |= {f"post_{n}": m[-1].item() for n, m in means.items()}
     logger.log(step, "val", logged)
-    return logged[f"post_{algorithm.objective.primary}"]
+    return logged[f"post_{learner.network.objective.primary}"]

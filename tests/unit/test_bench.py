@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from metagrad.allocator import tune_allocator
+from metagrad.execution.allocator import tune_allocator
 from metagrad.bench.peers import PEERS, installed
 from metagrad.bench.runner import GRADIENT_TOLERANCE, format_table, relative_error
 from metagrad.bench.settings import SETTINGS, setting_config, synthetic_batch
@@ -68,7 +68,7 @@ def test_allocator_tuning_can_be_turned_off():
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc only")
     assert tune_allocator()
-    code = "from metagrad.allocator import tune_allocator; print(tune_allocator())"
+    code = "from metagrad.execution.allocator import tune_allocator; print(tune_allocator())"
     env = {**os.environ, "METAGRAD_DEFAULT_MALLOC": "1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.stdout.strip() == "False"

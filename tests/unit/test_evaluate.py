@@ -3,8 +3,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from metagrad.algorithms import sgd
+from metagrad.algorithms import MAML
 from metagrad.evaluate import adapted_metrics, fixed_batches, summarize
+from metagrad.execution import MetaLearner
 from metagrad.models import Conv4, functional_forward, meta_parameters
 from metagrad.objectives import CLASSIFICATION, REGRESSION
 from metagrad.tasks import SinusoidTasks, TaskBatch
@@ -26,21 +27,13 @@ def test_summary_is_mean_and_normal_95_percent_interval():
 
 
 def test_evaluation_matches_per_task_adaptation_and_leaves_theta_alone(tiny_mlp):
-    _, forward, params, buffers = tiny_mlp
+    model, forward, params, buffers = tiny_mlp
     before = {k: p.detach().clone() for k, p in params.items()}
     batches = [
         b.to("cpu", torch.float64) for b in fixed_batches(SinusoidTasks(5, 20), "test", 5, 2)
     ]
-    metrics = adapted_metrics(
-        forward,
-        params,
-        buffers,
-        batches,
-        objective=REGRESSION,
-        steps=3,
-        optimizer=sgd(0.1),
-        strategy="vmap",
-    )
+    learner = MetaLearner(MAML(inner_lr=0.5), model, REGRESSION, "vmap")
+    metrics = adapted_metrics(learner, batches, steps=3, lr=0.1)
     assert metrics["mse"].shape == (5, 4)
     xs, ys, xq, yq = (t[0] for t in batches[0].tensors())
     fast = {k: p.detach() for k, p in params.items()}
@@ -66,19 +59,10 @@ def test_inductive_batch_norm_normalises_each_query_example_with_the_support_set
         torch.tensor([[0, 1, 2, 0, 1]]),
     )
 
+    learner = MetaLearner(MAML(inner_lr=0.1), model, CLASSIFICATION, "loop")
+
     def loss(inductive):
-        metrics = adapted_metrics(
-            forward,
-            params,
-            buffers,
-            [batch],
-            objective=CLASSIFICATION,
-            steps=0,
-            optimizer=sgd(0.1),
-            strategy="loop",
-            inductive=inductive,
-        )
-        return metrics["loss"][0, 0]
+        return adapted_metrics(learner, [batch], steps=0, inductive=inductive)["loss"][0, 0]
 
     xs, _, xq, yq = (t[0] for t in batch.tensors())
     alone = [

@@ -8,8 +8,9 @@ from metagrad.algorithms import MAML, Pretrain, Reptile, adam, adapt, sgd
 from metagrad.objectives import REGRESSION
 
 
-def maml(forward, steps=2, lr=0.05, **kwargs):
-    return MAML(forward, REGRESSION, steps, sgd(lr), strategy="loop", **kwargs)
+def maml_gradient(gradient_of, model, batch, steps=2, lr=0.05, strategy="loop", **kwargs):
+    algorithm = MAML(inner_steps=steps, inner_lr=lr, **kwargs)
+    return gradient_of(algorithm, model, REGRESSION, batch, strategy)
 
 
 def test_adapt_never_mutates_meta_parameters(tiny_mlp, sinusoid_batch):
@@ -99,20 +100,24 @@ def finite_difference_gradient(loss_of, params, eps=1e-6):
     return grads
 
 
-def test_second_order_meta_gradient_equals_finite_differences(tiny_mlp, sinusoid_batch):
-    _, forward, params, buffers = tiny_mlp
+def test_second_order_meta_gradient_equals_finite_differences(
+    tiny_mlp, sinusoid_batch, gradient_of
+):
+    model, forward, params, buffers = tiny_mlp
     batch = next(sinusoid_batch.chunks(2))
-    algorithm = maml(forward, steps=2, lr=0.1)
-    grads, _ = algorithm.meta_step(params, buffers, batch)
+    grads, _ = maml_gradient(gradient_of, model, batch, steps=2, lr=0.1)
 
     def loss_of(theta):
-        fn = algorithm.task_parts(theta, buffers)
-        return torch.stack([fn(*task)["loss"] for task in zip(*batch.tensors())]).mean()
+        losses = []
+        for xs, ys, xq, yq in zip(*batch.tensors()):
+            fast = adapt(
+                forward, theta, buffers, xs, ys, loss_fn=F.mse_loss, steps=2, optimizer=sgd(0.1)
+            ).params
+            losses.append(F.mse_loss(forward(fast, buffers, xq), yq))
+        return torch.stack(losses).mean()
 
     reference = finite_difference_gradient(loss_of, {k: p.detach() for k, p in params.items()})
-    first_order, _ = maml(forward, steps=2, lr=0.1, first_order=True).meta_step(
-        params, buffers, batch
-    )
+    first_order, _ = maml_gradient(gradient_of, model, batch, steps=2, lr=0.1, first_order=True)
     for k in params:
         torch.testing.assert_close(grads[k], reference[k], rtol=1e-6, atol=1e-8)
     difference = sum((grads[k] - first_order[k]).abs().sum() for k in params)
@@ -120,10 +125,10 @@ def test_second_order_meta_gradient_equals_finite_differences(tiny_mlp, sinusoid
 
 
 def test_first_order_meta_gradient_is_query_gradient_at_detached_adapted_params(
-    tiny_mlp, sinusoid_batch
+    tiny_mlp, sinusoid_batch, gradient_of
 ):
-    _, forward, params, buffers = tiny_mlp
-    grads, _ = maml(forward, first_order=True).meta_step(params, buffers, sinusoid_batch)
+    model, forward, params, buffers = tiny_mlp
+    grads, _ = maml_gradient(gradient_of, model, sinusoid_batch, first_order=True)
     expected = {k: torch.zeros_like(p) for k, p in params.items()}
     for xs, ys, xq, yq in zip(*sinusoid_batch.tensors()):
         fast = adapt(
@@ -140,11 +145,11 @@ def test_first_order_meta_gradient_is_query_gradient_at_detached_adapted_params(
 
 
 @pytest.mark.parametrize("first_order", [False, True])
-def test_zero_inner_steps_is_the_plain_supervised_gradient(tiny_mlp, sinusoid_batch, first_order):
-    _, forward, params, buffers = tiny_mlp
-    grads, _ = maml(forward, steps=0, first_order=first_order).meta_step(
-        params, buffers, sinusoid_batch
-    )
+def test_zero_inner_steps_is_the_plain_supervised_gradient(
+    tiny_mlp, sinusoid_batch, gradient_of, first_order
+):
+    model, forward, params, buffers = tiny_mlp
+    grads, _ = maml_gradient(gradient_of, model, sinusoid_batch, steps=0, first_order=first_order)
     outputs = torch.func.vmap(lambda x: forward(params, buffers, x))(sinusoid_batch.x_query)
     per_task = ((outputs - sinusoid_batch.y_query) ** 2).mean(dim=(1, 2))
     expected = torch.autograd.grad(per_task.mean(), list(params.values()))
@@ -152,11 +157,14 @@ def test_zero_inner_steps_is_the_plain_supervised_gradient(tiny_mlp, sinusoid_ba
         torch.testing.assert_close(grads[k], g)
 
 
-@pytest.mark.parametrize("inner", [sgd(0.05), adam(0.01)], ids=["sgd", "adam"])
-def test_reptile_update_is_theta_minus_mean_adapted_parameters(tiny_mlp, sinusoid_batch, inner):
+@pytest.mark.parametrize(("name", "lr"), [("sgd", 0.05), ("adam", 0.01)])
+def test_reptile_update_is_theta_minus_mean_adapted_parameters(
+    tiny_mlp, sinusoid_batch, gradient_of, name, lr
+):
     model, forward, params, buffers = tiny_mlp
-    algorithm = Reptile(forward, REGRESSION, 3, inner, strategy="vmap")
-    grads, _ = algorithm.meta_step(params, buffers, sinusoid_batch)
+    inner = {"sgd": sgd, "adam": adam}[name](lr)
+    algorithm = Reptile(inner_steps=3, inner_lr=lr, inner_optimizer=name)
+    grads, _ = gradient_of(algorithm, model, REGRESSION, sinusoid_batch, "vmap")
     phis = [
         adapt(forward, params, buffers, xs, ys, loss_fn=F.mse_loss, steps=3, optimizer=inner).params
         for xs, ys, _, _ in zip(*sinusoid_batch.tensors())
@@ -174,11 +182,12 @@ def test_reptile_update_is_theta_minus_mean_adapted_parameters(tiny_mlp, sinusoi
         torch.testing.assert_close(params[k].detach(), theta[k] + 0.5 * (mean_phi[k] - theta[k]))
 
 
-def test_pretrain_gradient_is_supervised_gradient_on_all_examples(tiny_mlp, sinusoid_batch):
-    _, forward, params, buffers = tiny_mlp
-    grads, _ = Pretrain(forward, REGRESSION, 1, sgd(0.01), strategy="loop").meta_step(
-        params, buffers, sinusoid_batch
-    )
+def test_pretrain_gradient_is_supervised_gradient_on_all_examples(
+    tiny_mlp, sinusoid_batch, gradient_of
+):
+    model, forward, params, buffers = tiny_mlp
+    algorithm = Pretrain(inner_steps=1, inner_lr=0.01)
+    grads, _ = gradient_of(algorithm, model, REGRESSION, sinusoid_batch, "loop")
     x = torch.cat([sinusoid_batch.x_support, sinusoid_batch.x_query], dim=1)
     y = torch.cat([sinusoid_batch.y_support, sinusoid_batch.y_query], dim=1)
     loss = F.mse_loss(forward(params, buffers, x.flatten(0, 1)), y.flatten(0, 1))

@@ -1,62 +1,59 @@
 """Memory bounds: inner-step checkpointing is exact, budgets are measured and respected."""
 
-import dataclasses
-
 import pytest
 import torch
 
-from metagrad.algorithms import MAML, adam, sgd
+from metagrad.algorithms import MAML, MetaParameters
 from metagrad.config import load_config, parse_size
 from metagrad.errors import ConfigError
-from metagrad.memory import memory_in_use, peak_memory, plan_memory
-from metagrad.models import Conv4, functional_forward, meta_parameters, tasks_forward
+from metagrad.execution import Network, plan_memory, strategies_for
+from metagrad.execution.memory import memory_in_use, peak_memory
+from metagrad.models import Conv4
 from metagrad.objectives import CLASSIFICATION
 from metagrad.tasks import TaskBatch
 
 CPU = torch.device("cpu")
 
 
-def conv4_maml(steps=3, optimizer=None, first_order=False, size=12, hidden=4):
+def conv4_maml(steps=3, optimizer="sgd", first_order=False, size=12, hidden=4):
     torch.manual_seed(0)
     model = Conv4(1, 3, size, hidden=hidden).double()
-    params, buffers = meta_parameters(model)
-    algorithm = MAML(
-        functional_forward(model),
-        CLASSIFICATION,
-        steps,
-        optimizer or sgd(0.3),
-        forward_tasks=tasks_forward(model),
-        first_order=first_order,
-    )
+    lr = 0.3 if optimizer == "sgd" else 0.01
+    algorithm = MAML(steps, lr, optimizer, first_order=first_order)
     batch = TaskBatch(
         torch.rand(4, 6, 1, size, size, dtype=torch.float64),
         torch.arange(3).repeat(2).expand(4, 6),
         torch.rand(4, 9, 1, size, size, dtype=torch.float64),
         torch.arange(3).repeat(3).expand(4, 9),
     )
-    return algorithm, params, buffers, batch
+    return algorithm, model, batch
+
+
+def planned(algorithm, model, batch, budget):
+    meta = MetaParameters(dict(model.named_parameters()), {})
+    return plan_memory(algorithm, Network(model, CLASSIFICATION), meta, batch, budget)
 
 
 @pytest.mark.parametrize("strategy", ["loop", "batched"])
 @pytest.mark.parametrize("first_order", [False, True])
-@pytest.mark.parametrize("optimizer", [sgd(0.3), adam(0.01)], ids=["sgd", "adam"])
-def test_checkpointed_inner_steps_give_the_same_meta_gradient(strategy, first_order, optimizer):
-    algorithm, params, buffers, batch = conv4_maml(optimizer=optimizer, first_order=first_order)
-    reference, reference_metrics = dataclasses.replace(algorithm, strategy="loop").meta_step(
-        params, buffers, batch
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_checkpointed_inner_steps_give_the_same_meta_gradient(
+    gradient_of, strategy, first_order, optimizer
+):
+    algorithm, model, batch = conv4_maml(optimizer=optimizer, first_order=first_order)
+    reference, reference_metrics = gradient_of(algorithm, model, CLASSIFICATION, batch, "loop")
+    grads, metrics = gradient_of(
+        algorithm, model, CLASSIFICATION, batch, strategy, checkpoint_inner=True
     )
-    checkpointed = dataclasses.replace(algorithm, strategy=strategy, checkpoint_inner=True)
-    grads, metrics = checkpointed.meta_step(params, buffers, batch)
-    for k in params:
+    for k in reference:
         torch.testing.assert_close(grads[k], reference[k], rtol=1e-10, atol=1e-12)
     for k in metrics:
         torch.testing.assert_close(metrics[k], reference_metrics[k])
 
 
 def test_checkpointing_is_not_offered_under_vmap():
-    algorithm, *_ = conv4_maml()
-    checkpointed = dataclasses.replace(algorithm, strategy="loop", checkpoint_inner=True)
-    assert set(checkpointed.strategies) == {
+    _, model, _ = conv4_maml()
+    assert set(strategies_for(Network(model, CLASSIFICATION), checkpoint_inner=True)) == {
         "loop",
         "batched",
     }
@@ -92,23 +89,27 @@ def test_peak_memory_sees_a_temporary_allocation():
     assert size * 0.9 <= measured <= size * 1.5
 
 
-def test_plan_within_a_generous_budget_keeps_the_meta_gradient():
-    algorithm, params, buffers, batch = conv4_maml()
-    reference, _ = dataclasses.replace(algorithm, strategy="loop").meta_step(params, buffers, batch)
-    planned, candidates, _ = plan_memory(algorithm, params, buffers, batch, in_use_plus(2**30), CPU)
-    assert planned.strategy in algorithm.strategies and candidates
+def test_plan_within_a_generous_budget_keeps_the_meta_gradient(gradient_of):
+    algorithm, model, batch = conv4_maml()
+    reference, _ = gradient_of(algorithm, model, CLASSIFICATION, batch, "loop")
+    plan, candidates, _ = planned(algorithm, model, batch, in_use_plus(2**30))
+    assert plan.strategy in strategies_for(Network(model, CLASSIFICATION)) and candidates
     assert all(c.memory <= 2**30 for c in candidates)
-    grads, _ = planned.meta_step(params, buffers, batch)
-    for k in params:
+    grads, _ = gradient_of(algorithm, model, CLASSIFICATION, batch, *plan_args(plan))
+    for k in reference:
         torch.testing.assert_close(grads[k], reference[k], rtol=1e-9, atol=1e-12)
 
 
+def plan_args(plan):
+    return plan.strategy, plan.chunk_size, plan.checkpoint_inner
+
+
 def test_a_budget_too_small_for_any_way_is_a_clear_error():
-    algorithm, params, buffers, batch = conv4_maml(size=32, hidden=16)
+    algorithm, model, batch = conv4_maml(size=32, hidden=16)
     with pytest.raises(ConfigError, match=r"needs at least .* raise train\.max_memory"):
-        plan_memory(algorithm, params, buffers, batch, in_use_plus(2**10), CPU)
+        planned(algorithm, model, batch, in_use_plus(2**10))
     with pytest.raises(ConfigError, match="already in use"):
-        plan_memory(algorithm, params, buffers, batch, 2**20, CPU)
+        planned(algorithm, model, batch, 2**20)
 
 
 def in_use_plus(extra: int) -> int:

@@ -1,37 +1,23 @@
 """Every execution strategy and chunking gives the loop's meta-gradient (float64)."""
 
-import dataclasses
-import time
-
 import pytest
 import torch
 
-from metagrad.algorithms import MAML, Pretrain, Reptile, adam, fastest_strategy, sgd
+from metagrad.algorithms import MAML, MetaParameters, Pretrain, Reptile
 from metagrad.errors import ConfigError
-from metagrad.models import Conv4, functional_forward, meta_parameters, tasks_forward
+from metagrad.execution import ExecutionPlan, Network, choose_plan, meta_gradient
+from metagrad.models import Conv4
 from metagrad.objectives import CLASSIFICATION, REGRESSION
 from metagrad.tasks import TaskBatch
 
 ALGORITHMS = {
-    "maml": lambda m: MAML(*networks(m), 2, sgd(0.05)),
-    "fomaml": lambda m: MAML(*networks(m), 2, sgd(0.05), first_order=True),
-    "maml-adam": lambda m: MAML(*networks(m), 2, adam(0.01)),
-    "reptile": lambda m: Reptile(*networks(m), 3, adam(0.01)),
-    "pretrain": lambda m: Pretrain(*networks(m), 1, sgd(0.01)),
-    "maml-0-steps": lambda m: MAML(*networks(m), 0, sgd(0.05)),
+    "maml": MAML(inner_steps=2, inner_lr=0.05),
+    "fomaml": MAML(inner_steps=2, inner_lr=0.05, first_order=True),
+    "maml-adam": MAML(inner_steps=2, inner_lr=0.01, inner_optimizer="adam"),
+    "reptile": Reptile(inner_steps=3, inner_lr=0.01, inner_optimizer="adam"),
+    "pretrain": Pretrain(inner_steps=1, inner_lr=0.01),
+    "maml-0-steps": MAML(inner_steps=0, inner_lr=0.05),
 }
-
-
-def networks(model, objective=REGRESSION):
-    """Positional `forward, objective`; the task-batched forward goes in by keyword below."""
-    return functional_forward(model), objective
-
-
-def run(algorithm, strategy, chunk_size, params, buffers, batch, model):
-    configured = dataclasses.replace(
-        algorithm, strategy=strategy, chunk_size=chunk_size, forward_tasks=tasks_forward(model)
-    )
-    return configured.meta_step(params, buffers, batch)
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)
@@ -48,12 +34,16 @@ def run(algorithm, strategy, chunk_size, params, buffers, batch, model):
         ("batched", 4),
     ],
 )
-def test_strategies_match_the_per_task_loop(tiny_mlp, sinusoid_batch, name, strategy, chunk_size):
-    model, _, params, buffers = tiny_mlp
-    algorithm = ALGORITHMS[name](model)
-    reference, reference_metrics = run(algorithm, "loop", 1, params, buffers, sinusoid_batch, model)
-    grads, metrics = run(algorithm, strategy, chunk_size, params, buffers, sinusoid_batch, model)
-    for k in params:
+def test_strategies_match_the_per_task_loop(
+    tiny_mlp, sinusoid_batch, gradient_of, name, strategy, chunk_size
+):
+    model = tiny_mlp[0]
+    algorithm = ALGORITHMS[name]
+    reference, reference_metrics = gradient_of(algorithm, model, REGRESSION, sinusoid_batch, "loop")
+    grads, metrics = gradient_of(
+        algorithm, model, REGRESSION, sinusoid_batch, strategy, chunk_size
+    )
+    for k in reference:
         torch.testing.assert_close(grads[k], reference[k], rtol=1e-10, atol=1e-12)
     assert metrics.keys() == reference_metrics.keys()
     for k in metrics:
@@ -61,42 +51,68 @@ def test_strategies_match_the_per_task_loop(tiny_mlp, sinusoid_batch, name, stra
         torch.testing.assert_close(metrics[k], reference_metrics[k])
 
 
-def test_fastest_strategy_is_measured():
-    def run(strategy):
-        time.sleep(0.03 if strategy == "vmap" else 0.0)
+def test_the_probe_keeps_the_fastest_strategy_and_drops_the_slow_ones(tiny_mlp, sinusoid_batch):
+    """A strategy made 20× slower than the others is dropped after its first call."""
+    model = tiny_mlp[0]
+    network = Network(model, REGRESSION)
+    meta = MetaParameters(dict(model.named_parameters()), {})
+    calls = []
 
-    chosen, timings = fastest_strategy(run, ("vmap", "loop"), repeats=1)
-    assert chosen == "loop"
-    assert timings["vmap"] > timings["loop"]
+    class Slowed(MAML):
+        def inner(self, learner, meta, x_support, y_support):
+            calls.append(type(learner).__name__)
+            if type(learner).__name__ == "StackLearner":
+                torch.ones(800, 800) @ torch.ones(800, 800)  # work only the batched run does
+                for _ in range(30):
+                    torch.ones(400, 400) @ torch.ones(400, 400)
+            return super().inner(learner, meta, x_support, y_support)
+
+    lines = []
+    plan = choose_plan(
+        Slowed(inner_lr=0.1), network, meta, sinusoid_batch, ExecutionPlan(), report=lines.append
+    )
+    assert plan.strategy != "batched"
+    assert calls.count("StackLearner") == 1  # timed once (the warm-up), then dropped
+    assert lines[0].startswith("choosing how to execute a meta-step")
+    assert lines[-1].startswith(f"execution plan: {plan.strategy}")
+
+
+def test_an_auto_plan_is_chosen_before_a_meta_gradient(tiny_mlp, sinusoid_batch):
+    model = tiny_mlp[0]
+    meta = MetaParameters(dict(model.named_parameters()), {})
+    with pytest.raises(ConfigError, match="call choose_plan"):
+        meta_gradient(MAML(), Network(model, REGRESSION), meta, sinusoid_batch, ExecutionPlan())
 
 
 @pytest.mark.parametrize("pool", ["stride", "max"])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_conv4_with_batch_norm_every_strategy_matches_loop(first_order, pool):
+def test_conv4_with_batch_norm_every_strategy_matches_loop(gradient_of, first_order, pool):
     """Task batch statistics under vmap: the trap where a fused batch norm goes wrong."""
     torch.manual_seed(0)
     size = 12 if pool == "stride" else 16  # four 2×2 max-pools need 16 pixels
     model = Conv4(1, 3, size, hidden=4, pool=pool).double()
-    params, buffers = meta_parameters(model)
     batch = TaskBatch(
         torch.rand(3, 6, 1, size, size, dtype=torch.float64),
         torch.arange(3).repeat(2).expand(3, 6),
         torch.rand(3, 9, 1, size, size, dtype=torch.float64),
         torch.arange(3).repeat(3).expand(3, 9),
     )
-    algorithm = MAML(*networks(model, CLASSIFICATION), 2, sgd(0.3), first_order=first_order)
-    reference, _ = run(algorithm, "loop", None, params, buffers, batch, model)
+    algorithm = MAML(inner_steps=2, inner_lr=0.3, first_order=first_order)
+    reference, _ = gradient_of(algorithm, model, CLASSIFICATION, batch, "loop")
     strategies = [(s, c) for s in ("vmap", "hybrid", "batched") for c in (None, 2)]
     for strategy, chunk_size in strategies:
-        grads, _ = run(algorithm, strategy, chunk_size, params, buffers, batch, model)
-        for k in params:
+        grads, _ = gradient_of(algorithm, model, CLASSIFICATION, batch, strategy, chunk_size)
+        for k in reference:
             torch.testing.assert_close(grads[k], reference[k], rtol=1e-9, atol=1e-12)
 
 
-def test_a_strategy_that_cannot_run_is_refused_with_the_ones_that_can(tiny_mlp):
-    _, forward, *_ = tiny_mlp
-    without_batched_forward = MAML(forward, REGRESSION, 1, sgd(0.1))
+def test_a_strategy_that_cannot_run_is_refused_with_the_ones_that_can(
+    tiny_mlp, sinusoid_batch, gradient_of
+):
+    plain = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
     with pytest.raises(ConfigError, match="Choose one of vmap, loop, hybrid, or auto"):
-        dataclasses.replace(without_batched_forward, strategy="batched")
+        gradient_of(MAML(), plain.double(), REGRESSION, sinusoid_batch, "batched")
     with pytest.raises(ConfigError, match="checkpoint_inner cannot run under vmap"):
-        MAML(forward, REGRESSION, 1, sgd(0.1), strategy="hybrid", checkpoint_inner=True)
+        ExecutionPlan("hybrid", checkpoint_inner=True)
+    with pytest.raises(ConfigError, match="not an execution strategy"):
+        ExecutionPlan("vmapp")

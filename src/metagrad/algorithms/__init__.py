@@ -1,53 +1,36 @@
-from torch import nn
+"""The math of meta-learning: one inner loop (`adapt`), one file per algorithm."""
 
-from metagrad.algorithms.base import MetaAlgorithm
+from metagrad.algorithms.base import Algorithm, Learner, MetaParameters
 from metagrad.algorithms.inner import INNER_OPTIMIZERS, Adaptation, InnerOptimizer, adam, adapt, sgd
 from metagrad.algorithms.maml import MAML
 from metagrad.algorithms.pretrain import Pretrain
 from metagrad.algorithms.reptile import Reptile
-from metagrad.algorithms.strategy import (
-    STRATEGIES,
-    TaskParts,
-    accumulate_gradient,
-    fastest_strategy,
-)
 from metagrad.config import Config
-from metagrad.models.functional import functional_forward, tasks_forward
-from metagrad.objectives import Objective
 
 __all__ = [
     "INNER_OPTIMIZERS",
     "MAML",
-    "STRATEGIES",
     "Adaptation",
+    "Algorithm",
     "InnerOptimizer",
-    "MetaAlgorithm",
+    "Learner",
+    "MetaParameters",
     "Pretrain",
     "Reptile",
-    "TaskParts",
-    "accumulate_gradient",
     "adam",
     "adapt",
     "build_algorithm",
-    "fastest_strategy",
     "sgd",
 ]
 
 
-def build_algorithm(
-    config: Config, model: nn.Module, objective: Objective, strategy: str
-) -> MetaAlgorithm:
-    """The algorithm named by `config.algorithm` for `model`, running its tasks with `strategy`."""
+def build_algorithm(config: Config) -> Algorithm:
+    """The algorithm named by `config.algorithm`."""
     settings = config.algorithm
     common = dict(
-        forward=functional_forward(model),
-        forward_tasks=tasks_forward(model),
-        objective=objective,
         inner_steps=settings.inner_steps,
-        inner_optimizer=INNER_OPTIMIZERS[settings.inner_optimizer](settings.inner_lr),
-        strategy=strategy,
-        chunk_size=config.train.chunk_size,
-        checkpoint_inner=config.train.checkpoint_inner,
+        inner_lr=settings.inner_lr,
+        inner_optimizer=settings.inner_optimizer,
     )
     if settings.name == "maml":
         return MAML(**common, first_order=settings.first_order)

@@ -1,155 +1,167 @@
-"""What every meta-learning algorithm shares: the inner loop, the strategy, the meta-step."""
+"""What an algorithm is: the math of one task, and nothing about how tasks are executed.
+
+An algorithm is written once, for one task:
+
+- `inner(learner, meta, x_support, y_support) -> (φ, metrics)`: the inner loop, through
+  `learner.adapt()`;
+- `outer(learner, meta, φ, task) -> {"loss": …, metrics}`: the loss whose gradient w.r.t. the
+  meta-parameters, averaged over the tasks of a meta-batch, is the meta-gradient;
+- `extra_parameters(network_params)`: its own meta-parameters beside the network's (learned
+  inner learning rates, per-step weights, …), empty unless it has some;
+- `adapt_for_test(...)`: how it adapts at test time (validation, `metagrad eval`, the plots).
+
+The `learner` it is handed is the network and the task objective as the execution machinery
+(`metagrad.execution`) runs them: one task at a time, under `vmap`, or a stack of tasks at once.
+An algorithm only calls it, so the same code serves every way of running it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 import torch
 
-from metagrad.algorithms.inner import Adaptation, InnerOptimizer, adapt
-from metagrad.algorithms.strategy import (
-    STRATEGIES,
-    UNVECTORISED,
-    Inner,
-    Metrics,
-    Outer,
-    TaskParts,
-    accumulate_gradient,
-)
+from metagrad.algorithms.inner import INNER_OPTIMIZERS, Adaptation, InnerOptimizer, Observe
 from metagrad.errors import ConfigError
-from metagrad.models.functional import Forward, Params
-from metagrad.objectives import Loss, Objective
-from metagrad.tasks.batch import TaskBatch
+from metagrad.models.functional import Params
+from metagrad.tasks.batch import Task
+
+Metrics = dict[str, torch.Tensor]
 
 
-@dataclass(frozen=True)
-class MetaAlgorithm:
-    """An algorithm is only its per-task objective `parts`; `meta_step` is the same for all.
+class MetaParameters(NamedTuple):
+    """What the outer loop learns: the network's parameters θ and the algorithm's own."""
 
-    `parts(params, buffers, batched)` returns the inner loop and the outer loss of one task
-    (`batched=False`) or of a stack of tasks with a task-batched network (`batched=True`); the
-    gradient w.r.t. θ of the `"loss"` output, averaged over tasks, is the algorithm's
-    meta-gradient. Metrics: `support_*` of θ on the support set before adaptation (computed by
-    the first inner step, so free), `query_*` of φ on the query set after adaptation.
-    """
+    network: Params
+    extra: Params
 
-    forward: Forward
-    objective: Objective
-    inner_steps: int
-    inner_optimizer: InnerOptimizer
-    strategy: str = "vmap"
-    chunk_size: int | None = None
-    forward_tasks: Forward | None = None
-    """The network over a stack of tasks (`tasks_forward(model)`); enables strategy `batched`."""
-    checkpoint_inner: bool = False
-    """Recompute each inner step in the backward pass instead of storing its activations."""
+    def named(self) -> dict[str, torch.Tensor]:
+        """Every meta-parameter by a unique name (`extra.` before the algorithm's own)."""
+        return {**self.network, **{f"extra.{k}": v for k, v in self.extra.items()}}
 
-    def parts(self, params: Params, buffers: Params, batched: bool) -> tuple[Inner, Outer]:
-        raise NotImplementedError
+    def detached(self) -> MetaParameters:
+        return MetaParameters(*({k: v.detach() for k, v in part.items()} for part in self))
 
-    def __post_init__(self) -> None:
-        if self.strategy != "auto" and self.strategy not in self.strategies:
-            raise ConfigError(
-                f"train.strategy = {self.strategy} cannot run here: batched needs a network with "
-                "a task-batched forward (the MLP and the Conv-4) and an objective with per-task "
-                "losses; checkpoint_inner cannot run under vmap (vmap, hybrid). Choose one of "
-                f"{', '.join(self.strategies)}, or auto"
-            )
 
-    def task_parts(self, params: Params, buffers: Params) -> TaskParts:
-        stacked = TaskParts(*self.parts(params, buffers, True)) if self.can_batch else None
-        return TaskParts(*self.parts(params, buffers, False), batched=stacked)
+class Learner(Protocol):
+    """The network and the task objective, as an algorithm sees them for one task."""
 
-    @property
-    def can_batch(self) -> bool:
-        """Whether the network and the objective have task-batched forms."""
-        return self.forward_tasks is not None and self.objective.task_loss is not None
+    def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """The network's outputs for inputs `x` with parameters `params`."""
 
-    @property
-    def strategies(self) -> tuple[str, ...]:
-        """The execution strategies this algorithm and network can run: `batched` needs
-        task-batched forms; inner-step checkpointing cannot run under `vmap`."""
-        usable = [s for s in STRATEGIES if s != "batched" or self.can_batch]
-        return tuple(s for s in usable if not self.checkpoint_inner or s in UNVECTORISED)
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The task's loss (a scalar)."""
 
-    def meta_step(
-        self, params: Params, buffers: Params, batch: TaskBatch
-    ) -> tuple[Params, dict[str, torch.Tensor]]:
-        """Meta-gradient w.r.t. `params` and per-task metrics `[num_tasks]` for one meta-batch."""
-        return accumulate_gradient(
-            self.task_parts(params, buffers),
-            params,
-            batch,
-            strategy=self.strategy,
-            chunk_size=self.chunk_size,
-        )
+    def metrics(self, prefix: str, outputs: torch.Tensor, y: torch.Tensor) -> Metrics:
+        """The task's metrics, detached, named `<prefix>_<metric>`."""
 
     def adapt(
         self,
         params: Params,
-        buffers: Params,
         x: torch.Tensor,
         y: torch.Tensor,
+        *,
+        steps: int,
+        optimizer: InnerOptimizer,
         first_order: bool,
-        batched: bool = False,
+        observe: Observe | None = None,
+        fixed: Params | None = None,
     ) -> Adaptation:
-        """`adapt()` with this algorithm's inner loop; `batched`: `params` and `(x, y)` stack
-        several tasks, and the losses it reports are summed over them."""
-        return adapt(
-            self.network(batched),
-            params,
-            buffers,
-            x,
-            y,
-            loss_fn=self._summed(self.loss(batched)),
-            steps=self.inner_steps,
-            optimizer=self.inner_optimizer,
-            first_order=first_order,
-            checkpoint=self.checkpoint_inner,
-        )
+        """`steps` inner steps from `params` on `(x, y)` (`metagrad.algorithms.adapt`); the
+        network's other parameters are taken from `fixed` and not adapted."""
+
+    def total(self, values: torch.Tensor) -> torch.Tensor:
+        """The sum of a per-example or per-parameter quantity over the task (a scalar)."""
+
+    def cat(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """The examples of `first` followed by those of `second`."""
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """Base class of the meta-learning algorithms; see the module docstring."""
+
+    inner_steps: int = 1
+    """Inner-loop steps in meta-training."""
+    inner_lr: float = 0.01
+    """Inner learning rate α."""
+    inner_optimizer: str = "sgd"
+    """sgd, or adam (β1 = 0, as in the Reptile paper)."""
+
+    def __post_init__(self) -> None:
+        if self.inner_optimizer not in INNER_OPTIMIZERS:
+            raise ConfigError(
+                f"inner_optimizer = {self.inner_optimizer!r} is not an inner optimizer; "
+                f"choose one of {', '.join(INNER_OPTIMIZERS)}"
+            )
+
+    def extra_parameters(self, network: Params) -> Params:
+        """Initial values of the algorithm's own meta-parameters (none by default)."""
+        return {}
 
     def inner(
         self,
-        params: Params,
-        buffers: Params,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        first_order: bool,
-        batched: bool = False,
+        learner: Learner,
+        meta: MetaParameters,
+        x_support: torch.Tensor,
+        y_support: torch.Tensor,
     ) -> tuple[Params, Metrics]:
-        """φ adapted to the support set `(x, y)`, and the `support_*` metrics of θ on it."""
-        params = self.stacked(params, x.shape[0]) if batched else params
-        adaptation = self.adapt(params, buffers, x, y, first_order, batched)
+        """φ, the parameters adapted to the support set, and metrics of the adaptation."""
+        raise NotImplementedError
+
+    def outer(self, learner: Learner, meta: MetaParameters, fast: Params, task: Task) -> Metrics:
+        """`{"loss": the task's meta-loss, metrics…}` for the adapted parameters `fast`."""
+        raise NotImplementedError
+
+    def adapt_for_test(
+        self,
+        learner: Learner,
+        meta: MetaParameters,
+        x_support: torch.Tensor,
+        y_support: torch.Tensor,
+        *,
+        steps: int,
+        lr: float | None = None,
+        observe: Observe | None = None,
+    ) -> Adaptation:
+        """Test-time adaptation: `steps` inner steps of every network parameter (lr `lr`, or
+        the training one), observing the adapted parameters after each."""
+        return learner.adapt(
+            meta.network,
+            x_support,
+            y_support,
+            steps=steps,
+            optimizer=self.optimizer(lr),
+            first_order=True,
+            observe=observe,
+        )
+
+    def optimizer(self, lr: float | None = None) -> InnerOptimizer:
+        """The inner optimizer at learning rate `lr` (default: `inner_lr`)."""
+        return INNER_OPTIMIZERS[self.inner_optimizer](lr or self.inner_lr)
+
+    def adapted(
+        self,
+        learner: Learner,
+        params: Params,
+        x_support: torch.Tensor,
+        y_support: torch.Tensor,
+        *,
+        first_order: bool,
+    ) -> tuple[Params, Metrics]:
+        """`inner_steps` steps from `params` on the support set, and `support_*` metrics of the
+        parameters before adaptation (taken from the first step, so free)."""
+        adaptation = learner.adapt(
+            params,
+            x_support,
+            y_support,
+            steps=self.inner_steps,
+            optimizer=self.optimizer(),
+            first_order=first_order,
+        )
         outputs = adaptation.initial_outputs
         if outputs is None:  # no inner step: one forward pass just for the metrics
             with torch.no_grad():
-                outputs = self.network(batched)(params, buffers, x)
-        return adaptation.params, self.metrics("support", outputs, y, batched)
-
-    def network(self, batched: bool) -> Forward:
-        return self.forward_tasks if batched else self.forward
-
-    def loss(self, batched: bool) -> Loss:
-        """Loss of one task (a scalar), or of each task of a stack (`[T]`)."""
-        return self.objective.task_loss if batched else self.objective.loss
-
-    def metrics(
-        self, prefix: str, outputs: torch.Tensor, y: torch.Tensor, batched: bool = False
-    ) -> Metrics:
-        """Metrics of `outputs` for logging, outside the meta-gradient's graph."""
-        metrics_fn = self.objective.task_metrics if batched else self.objective.metrics
-        with torch.no_grad():
-            metrics = metrics_fn(outputs.detach(), y)
-        return {f"{prefix}_{k}": v for k, v in metrics.items()}
-
-    @staticmethod
-    def stacked(params: Params, num_tasks: int) -> Params:
-        """θ as one copy per task (views, so gradients flow back to θ)."""
-        return {k: p.expand(num_tasks, *p.shape) for k, p in params.items()}
-
-    @staticmethod
-    def _summed(loss: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The inner loop minimises the sum of per-task losses: each task's own parameters
-        receive only their own task's gradient."""
-        return lambda outputs, y: loss(outputs, y).sum()
+                outputs = learner(params, x_support)
+        return adaptation.params, learner.metrics("support", outputs, y_support)

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch.func import grad_and_value
 
-from metagrad.algorithms.recompute import recomputed
 from metagrad.models.functional import Forward, Params
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Observe = Callable[[Params], dict[str, torch.Tensor]]
+StepRunner = Callable[[Callable, Any], tuple[Any, tuple]]
+"""`run(step, carry) -> step(carry)`, possibly differently (recomputed in the backward pass)."""
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,14 @@ def adapt(
     optimizer: InnerOptimizer,
     first_order: bool = False,
     observe: Observe | None = None,
-    checkpoint: bool = False,
+    run_step: StepRunner | None = None,
 ) -> Adaptation:
     """Take `steps` optimizer steps on the support loss `loss_fn(forward(φ, buffers, x), y)`.
 
     Gradients are kept in the graph (second order) unless `first_order`, which detaches them:
-    φ then depends on θ only through the identity, which is first-order MAML. With
-    `checkpoint`, each step is recomputed during the backward pass instead of keeping its
-    activations (same gradients, less memory; not under `vmap`).
+    φ then depends on θ only through the identity, which is first-order MAML. `run_step`, when
+    given, runs each step (the execution machinery passes one that recomputes a step in the
+    backward pass instead of keeping its activations: same gradients, less memory).
     """
 
     def support_loss(fast: Params) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +126,7 @@ def adapt(
     observed = [observe(params)] if observe else []
     for _ in range(steps):
         carry = (params, state)
-        (params, state), (loss, outputs) = recomputed(step, carry) if checkpoint else step(carry)
+        (params, state), (loss, outputs) = run_step(step, carry) if run_step else step(carry)
         if initial_outputs is None:
             initial_outputs = outputs
         losses.append(loss)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metagrad.algorithms.base import MetaAlgorithm
-from metagrad.algorithms.strategy import Inner, Metrics, Outer
+from metagrad.algorithms.base import Algorithm, Learner, MetaParameters, Metrics
 from metagrad.models.functional import Params
+from metagrad.tasks.batch import Task
 
 
 @dataclass(frozen=True)
-class MAML(MetaAlgorithm):
+class MAML(Algorithm):
     """Meta-loss: the query loss at the adapted parameters, differentiated through `adapt()`.
 
     With `first_order`, the inner gradients are detached: the meta-gradient is then the query
@@ -19,13 +19,12 @@ class MAML(MetaAlgorithm):
 
     first_order: bool = False
 
-    def parts(self, params: Params, buffers: Params, batched: bool) -> tuple[Inner, Outer]:
-        def inner(x_support, y_support):
-            return self.inner(params, buffers, x_support, y_support, self.first_order, batched)
+    def inner(self, learner, meta, x_support, y_support) -> tuple[Params, Metrics]:
+        return self.adapted(
+            learner, meta.network, x_support, y_support, first_order=self.first_order
+        )
 
-        def outer(fast, x_support, y_support, x_query, y_query) -> Metrics:
-            outputs = self.network(batched)(fast, buffers, x_query)
-            loss = self.loss(batched)(outputs, y_query)
-            return {"loss": loss, **self.metrics("query", outputs, y_query, batched)}
-
-        return inner, outer
+    def outer(self, learner: Learner, meta: MetaParameters, fast: Params, task: Task) -> Metrics:
+        outputs = learner(fast, task.x_query)
+        loss = learner.loss(outputs, task.y_query)
+        return {"loss": loss, **learner.metrics("query", outputs, task.y_query)}

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from metagrad.algorithms.strategy import STRATEGIES
 from metagrad.bench.peers import PEERS, installed
 from metagrad.errors import ConfigError
+from metagrad.execution.strategies import STRATEGIES
 
 APPROACHES = (*STRATEGIES, "auto", *PEERS, "sampler")
 """Run by default; also available: "planned" (the fastest way within train.max_memory), a

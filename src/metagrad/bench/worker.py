@@ -6,7 +6,6 @@ approach is measured as if it ran alone.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import statistics
@@ -17,17 +16,17 @@ from collections.abc import Callable
 import torch
 
 from metagrad.algorithms import build_algorithm
-from metagrad.allocator import tune_allocator
 from metagrad.bench.peers import PEERS
 from metagrad.bench.settings import setting_config, synthetic_batch
 from metagrad.build import build_tasks, image_channels, init_model, objective_for, resolve_device
 from metagrad.config import Config, parse_size
 from metagrad.data.class_images import ClassImages
-from metagrad.memory import peak_rss, reset_peak_rss
-from metagrad.models.functional import meta_parameters
+from metagrad.execution import ExecutionPlan, MetaLearner
+from metagrad.execution.allocator import tune_allocator
+from metagrad.execution.memory import peak_rss, reset_peak_rss
 from metagrad.tasks.batch import TaskBatch
 from metagrad.tasks.sampler import EpisodeSampler
-from metagrad.train import measured_strategy, planned_execution
+from metagrad.train import planned_execution
 
 Step = Callable[[], list[torch.Tensor]]
 
@@ -45,28 +44,26 @@ def metagrad_step(config: Config, batch: TaskBatch, approach: str) -> tuple[Step
     info of the last two names what they chose, as an approach ("chosen")."""
     approach, _, checkpoint = approach.partition("+")
     strategy, _, chunk = approach.partition("/")
-    model = _model(config, batch)
-    params, buffers = meta_parameters(model)
-    algorithm = build_algorithm(
-        config, model, objective_for(config), "auto" if strategy == "planned" else strategy
+    plan = ExecutionPlan(
+        "auto" if strategy == "planned" else strategy,
+        int(chunk) if chunk else config.train.chunk_size,
+        bool(checkpoint) or config.train.checkpoint_inner,
     )
-    algorithm = dataclasses.replace(
-        algorithm,
-        chunk_size=int(chunk) if chunk else algorithm.chunk_size,
-        checkpoint_inner=bool(checkpoint) or algorithm.checkpoint_inner,
+    learner = MetaLearner(
+        build_algorithm(config), _model(config, batch), objective_for(config), plan
     )
     info: dict = {}
-    if strategy in ("auto", "planned"):  # as `metagrad train` chooses, on this batch
-        if strategy == "planned":
-            algorithm = planned_execution(algorithm, params, buffers, batch, config)
-            info["budget_mib"] = parse_size(config.train.max_memory) / 2**20
-        else:
-            algorithm = measured_strategy(algorithm, params, buffers, batch)
-        chosen = algorithm.strategy + (f"/{algorithm.chunk_size}" if algorithm.chunk_size else "")
-        info["chosen"] = chosen + ("+checkpoint" if algorithm.checkpoint_inner else "")
+    if strategy == "planned":  # as `metagrad train` chooses, on this batch
+        learner.plan = planned_execution(learner, batch, config)
+        info["budget_mib"] = parse_size(config.train.max_memory) / 2**20
+    learner.choose_plan(batch)  # auto: as `metagrad train` chooses, on this batch
+    if strategy in ("auto", "planned"):
+        plan = learner.plan
+        chosen = plan.strategy + (f"/{plan.chunk_size}" if plan.chunk_size else "")
+        info["chosen"] = chosen + ("+checkpoint" if plan.checkpoint_inner else "")
 
     def step() -> list[torch.Tensor]:
-        return list(algorithm.meta_step(params, buffers, batch)[0].values())
+        return list(learner.meta_gradient(batch)[0].named().values())
 
     return step, info
 

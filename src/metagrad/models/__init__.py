@@ -1,12 +1,7 @@
-from metagrad.models.batch_norm import TaskBatchNorm2d, fused_batch_norm
+from metagrad.models.batch_norm import TaskBatchNorm, fused_batch_norm
 from metagrad.models.conv4 import Conv4
-from metagrad.models.functional import (
-    Forward,
-    Params,
-    functional_forward,
-    meta_parameters,
-    tasks_forward,
-)
+from metagrad.models.exact import exact_modules
+from metagrad.models.functional import Forward, Params, functional_forward, meta_parameters
 from metagrad.models.mlp import MLP
 
 __all__ = [
@@ -14,9 +9,9 @@ __all__ = [
     "Conv4",
     "Forward",
     "Params",
-    "TaskBatchNorm2d",
+    "TaskBatchNorm",
+    "exact_modules",
     "functional_forward",
     "fused_batch_norm",
     "meta_parameters",
-    "tasks_forward",
 ]

@@ -15,12 +15,12 @@ _FUSED = contextvars.ContextVar("fused_batch_norm", default=False)
 
 @contextmanager
 def fused_batch_norm(enabled: bool = True) -> Iterator[None]:
-    """Within the block, `TaskBatchNorm2d` runs PyTorch's fused kernel (or, with `enabled=False`,
+    """Within the block, `TaskBatchNorm` runs PyTorch's fused kernel (or, with `enabled=False`,
     primitive ops again).
 
     The fused kernel is faster and exact to second order on one task at a time, but not under
-    `torch.func.vmap`. So primitive ops are the default, and only code that knows it runs tasks
-    one by one (the loop strategies) switches to the fused kernel.
+    `torch.func.vmap`. So primitive ops are the default, and only execution code that runs
+    tasks one by one (the loop strategies) switches to the fused kernel.
     """
     token = _FUSED.set(enabled)
     try:
@@ -29,8 +29,9 @@ def fused_batch_norm(enabled: bool = True) -> Iterator[None]:
         _FUSED.reset(token)
 
 
-class TaskBatchNorm2d(nn.Module):
-    """Batch normalisation with the statistics of the batch in hand (no running statistics).
+class TaskBatchNorm(nn.Module):
+    """Batch normalisation with the statistics of the batch in hand (no running statistics),
+    for inputs `[N, C, ...]` of any number of trailing dimensions.
 
     This is the MAML reference behaviour. By default it is written in primitive ops, which,
     unlike `F.batch_norm`, give exact second-order meta-gradients under `torch.func.vmap`: the
@@ -38,16 +39,24 @@ class TaskBatchNorm2d(nn.Module):
     `fused_batch_norm()` it uses the fused kernel.
     """
 
-    def __init__(self, channels: int, eps: float = 1e-3):
+    def __init__(self, num_features: int, eps: float = 1e-3, affine: bool = True):
         super().__init__()
+        self.num_features = num_features
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
+        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _FUSED.get():
             return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        var = (x - mean).square().mean(dim=(0, 2, 3), keepdim=True)
-        scale = self.weight[:, None, None] * torch.rsqrt(var + self.eps)
-        return (x - mean) * scale + self.bias[:, None, None]
+        dims = (0, *range(2, x.dim()))
+        shape = (-1,) + (1,) * (x.dim() - 2)
+        mean = x.mean(dim=dims, keepdim=True)
+        var = (x - mean).square().mean(dim=dims, keepdim=True)
+        normalised = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is None:
+            return normalised
+        return normalised * self.weight.reshape(shape) + self.bias.reshape(shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}"

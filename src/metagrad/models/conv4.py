@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metagrad.models.batch_norm import TaskBatchNorm2d
+from metagrad.models.batch_norm import TaskBatchNorm
 
 
 class Conv4(nn.Module):
@@ -32,7 +32,7 @@ class Conv4(nn.Module):
             stride = 2 if pool == "stride" else 1
             blocks += [
                 nn.Conv2d(in_channels if index == 0 else hidden, hidden, 3, stride, padding=1),
-                TaskBatchNorm2d(hidden),
+                TaskBatchNorm(hidden),
                 nn.ReLU(),
             ]
             if pool == "max":
@@ -70,7 +70,7 @@ class Conv4(nn.Module):
                     padding=layer.padding,
                     groups=tasks,
                 )
-            elif isinstance(layer, TaskBatchNorm2d):
+            elif isinstance(layer, TaskBatchNorm):
                 weight, bias = params[prefix + "weight"], params[prefix + "bias"]
                 h = F.batch_norm(
                     h, None, None, weight.flatten(), bias.flatten(), training=True, eps=layer.eps

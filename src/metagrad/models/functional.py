@@ -28,11 +28,3 @@ def functional_forward(model: nn.Module) -> Forward:
 def meta_parameters(model: nn.Module) -> tuple[Params, Params]:
     """The module's own parameters (the meta-parameters θ) and buffers, by name."""
     return dict(model.named_parameters()), dict(model.named_buffers())
-
-
-def tasks_forward(model: nn.Module) -> Forward | None:
-    """`forward(params, buffers, x)` over a leading task dimension of every parameter and of
-    `x`, for models that define `forward_tasks` (None for the others)."""
-    if not hasattr(model, "forward_tasks"):
-        return None
-    return lambda params, buffers, x: model.forward_tasks(params, x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -42,3 +43,12 @@ class TaskBatch:
         size = chunk_size or self.num_tasks
         for start in range(0, self.num_tasks, size):
             yield TaskBatch(*(t[start : start + size] for t in self.tensors()))
+
+
+class Task(NamedTuple):
+    """One task: its support set (for the inner loop) and its query set (for the outer loss)."""
+
+    x_support: torch.Tensor
+    y_support: torch.Tensor
+    x_query: torch.Tensor
+    y_query: torch.Tensor

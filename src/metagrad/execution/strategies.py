@@ -1,7 +1,7 @@
 """Execution strategies: exact ways to compute one meta-gradient over the tasks of a meta-batch.
 
 All strategies compute the same numbers; they differ in speed and memory, and which is fastest
-depends on the model and the device, so it is measured (`fastest_strategy`):
+depends on the model and the device, so it is measured once per run (`metagrad.execution.plan`):
 
 - `vmap` vectorises every task into batched kernels: fast where per-call overhead dominates
   (small models, GPUs), slow and memory-hungry for convolutions on a CPU.
@@ -20,49 +20,55 @@ time (`loop` holds one task's).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from metagrad.algorithms.base import Algorithm, MetaParameters, Metrics
+from metagrad.execution.network import Network
 from metagrad.models.batch_norm import fused_batch_norm
 from metagrad.models.functional import Params
-from metagrad.tasks.batch import TaskBatch
+from metagrad.tasks.batch import Task, TaskBatch
 
-Metrics = dict[str, torch.Tensor]
 TaskFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Metrics]
 """`fn(x_support, y_support, x_query, y_query) -> {name: scalar}` for one task."""
 MapTasks = Callable[[TaskFn, TaskBatch], Metrics]
 
 
-Inner = Callable[[torch.Tensor, torch.Tensor], tuple[Params, Metrics]]
-Outer = Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Metrics]
-
-
 @dataclass(frozen=True)
 class TaskParts:
-    """One task's meta-objective in two halves, so strategies may run them differently.
+    """An algorithm's meta-objective for one task, in two halves so that strategies may run
+    them differently, bound to the meta-parameters and the network.
 
-    `inner(x_support, y_support) -> (φ, metrics)` adapts θ to the support set;
+    `inner(x_support, y_support) -> (φ, metrics)` adapts to the support set;
     `outer(φ, x_support, y_support, x_query, y_query) -> {"loss": …, metrics}` is the loss whose
-    gradient (through φ, and through θ where it uses θ directly) is the meta-gradient.
-    `batched`, where the network allows it, is the same for a whole stack of tasks at once.
+    gradient (through φ, and through the meta-parameters where it uses them directly) is the
+    meta-gradient. `stacked` runs the same on a whole stack of tasks at once.
     """
 
-    inner: Inner
-    outer: Outer
-    batched: TaskParts | None = None
+    algorithm: Algorithm
+    meta: MetaParameters
+    network: Network
+    checkpoint_inner: bool = False
+    stacked: bool = False
 
-    def __call__(
-        self,
-        x_support: torch.Tensor,
-        y_support: torch.Tensor,
-        x_query: torch.Tensor,
-        y_query: torch.Tensor,
-    ) -> Metrics:
-        fast, metrics = self.inner(x_support, y_support)
-        return {**self.outer(fast, x_support, y_support, x_query, y_query), **metrics}
+    @property
+    def learner(self):
+        if self.stacked:
+            return self.network.stack_learner(self.checkpoint_inner)
+        return self.network.task_learner(self.checkpoint_inner)
+
+    def inner(self, x_support: torch.Tensor, y_support: torch.Tensor) -> tuple[Params, Metrics]:
+        return self.algorithm.inner(self.learner, self.meta, x_support, y_support)
+
+    def outer(self, fast: Params, *task: torch.Tensor) -> Metrics:
+        return self.algorithm.outer(self.learner, self.meta, fast, Task(*task))
+
+    def __call__(self, *task: torch.Tensor) -> Metrics:
+        fast, metrics = self.inner(*task[:2])
+        return {**self.outer(fast, *task), **metrics}
 
 
 Gradient = Callable[[TaskParts, list[torch.Tensor], TaskBatch, float], tuple[list, Metrics]]
@@ -73,7 +79,7 @@ def vmap_gradient(
     parts: TaskParts, theta: list[torch.Tensor], tasks: TaskBatch, scale: float
 ) -> tuple[list[torch.Tensor], Metrics]:
     out = torch.func.vmap(parts)(*tasks.tensors())
-    return list(torch.autograd.grad(out["loss"].sum() * scale, theta)), out
+    return _gradient(out["loss"].sum() * scale, theta), out
 
 
 def loop_gradient(
@@ -83,7 +89,7 @@ def loop_gradient(
     with fused_batch_norm():
         for task in zip(*tasks.tensors(), strict=True):
             out = parts(*task)
-            _add_(grads, torch.autograd.grad(out["loss"] * scale, theta))
+            _add_(grads, torch.autograd.grad(out["loss"] * scale, theta, allow_unused=True))
             outputs.append(_detached(out))
     return grads, _stacked(outputs)
 
@@ -118,8 +124,8 @@ def hybrid_gradient(
 def batched_gradient(
     parts: TaskParts, theta: list[torch.Tensor], tasks: TaskBatch, scale: float
 ) -> tuple[list[torch.Tensor], Metrics]:
-    out = parts.batched(*tasks.tensors())
-    return list(torch.autograd.grad(out["loss"].sum() * scale, theta)), out
+    out = dataclasses.replace(parts, stacked=True)(*tasks.tensors())
+    return _gradient(out["loss"].sum() * scale, theta), out
 
 
 GRADIENTS: dict[str, Gradient] = {
@@ -135,19 +141,18 @@ UNVECTORISED = ("loop", "batched")
 
 def accumulate_gradient(
     parts: TaskParts,
-    params: Params,
     batch: TaskBatch,
     *,
     strategy: str,
     chunk_size: int | None = None,
-) -> tuple[Params, Metrics]:
-    """Gradient of the mean over tasks of `parts(...)["loss"]` w.r.t. `params`, and the metrics.
+) -> tuple[list[torch.Tensor], Metrics]:
+    """Gradient of the mean over tasks of `parts(...)["loss"]` w.r.t. every meta-parameter
+    (in `parts.meta.named()` order), and the metrics.
 
     Chunks of `chunk_size` tasks are processed one after the other, so at most one chunk's
     graph is alive. Returns the gradients and every metric, detached, `[num_tasks]` each.
     """
-    names = list(params)
-    theta = [params[k] for k in names]
+    theta = list(parts.meta.named().values())
     grads, outputs = None, []
     for chunk in batch.chunks(chunk_size):
         chunk_grads, out = GRADIENTS[strategy](parts, theta, chunk, 1 / batch.num_tasks)
@@ -157,7 +162,7 @@ def accumulate_gradient(
             _add_(grads, chunk_grads)
         outputs.append(_detached(out))
     metrics = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
-    return dict(zip(names, grads, strict=True)), metrics
+    return grads, metrics
 
 
 def map_vmap(fn: TaskFn, batch: TaskBatch) -> Metrics:
@@ -178,26 +183,10 @@ def map_tasks_no_grad(fn: TaskFn, batch: TaskBatch, *, strategy: str) -> Metrics
         return MAP_TASKS[strategy](fn, batch)
 
 
-def fastest_strategy(
-    run: Callable[[str], object], strategies: Iterable[str] = STRATEGIES, repeats: int = 3
-) -> tuple[str, dict[str, float]]:
-    """Time `run(strategy)` for every strategy (after one warm-up call); return the fastest.
-
-    Which one wins depends on the model, the shapes and the device (vmap is an order of
-    magnitude faster for an MLP, several times slower for a Conv-4 with many query images on a
-    CPU), so it is measured, not guessed. Each strategy counts its fastest call: the least
-    disturbed by whatever else the machine is doing.
-    """
-    timings = {}
-    for name in strategies:
-        run(name)
-        calls = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run(name)
-            calls.append(time.perf_counter() - start)
-        timings[name] = min(calls)
-    return min(timings, key=timings.get), timings
+def _gradient(loss: torch.Tensor, theta: list[torch.Tensor]) -> list[torch.Tensor]:
+    """∂loss/∂θ, zeros for meta-parameters the loss does not use."""
+    grads = torch.autograd.grad(loss, theta, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, theta, strict=True)]
 
 
 def _zeros(theta: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -1,0 +1,100 @@
+"""`MetaLearner`: an algorithm, a network and their execution plan, as a training loop uses them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from metagrad.algorithms.base import Algorithm, MetaParameters, Metrics
+from metagrad.execution.network import Network
+from metagrad.execution.plan import ExecutionPlan, Report, choose_plan, meta_gradient
+from metagrad.models.exact import exact_modules
+from metagrad.objectives import Objective
+from metagrad.tasks.batch import TaskBatch
+
+
+class MetaLearner:
+    """Meta-learns `model`'s initialisation (and the algorithm's own meta-parameters).
+
+    ```python
+    learner = MetaLearner(MAML(inner_lr=0.01), model, CLASSIFICATION)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=1e-3)
+    for step in range(1000):
+        optimizer.zero_grad()
+        metrics = learner.backward(tasks.sample("train", step, 32))
+        optimizer.step()
+    ```
+
+    `model` is any `nn.Module`; its normalisation layers are rewritten in place to exact forms
+    and dropout is refused (`metagrad.models.exact`). `plan` is how meta-steps are executed
+    (`ExecutionPlan`, or a strategy name); with `auto`, the fastest is measured at the first
+    meta-batch and kept.
+    """
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        model: nn.Module,
+        objective: Objective,
+        plan: ExecutionPlan | str = "auto",
+        *,
+        report: Report = print,
+    ):
+        self.algorithm = algorithm
+        self.network = Network(exact_modules(model), objective)
+        network_params = dict(model.named_parameters())
+        extra = {
+            k: nn.Parameter(v.detach().clone())
+            for k, v in algorithm.extra_parameters(network_params).items()
+        }
+        self.meta = MetaParameters(network_params, extra)
+        self.plan = ExecutionPlan(plan) if isinstance(plan, str) else plan
+        self.report = report
+
+    @property
+    def model(self) -> nn.Module:
+        return self.network.module
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Every meta-parameter, for the outer optimizer: the network's, then the algorithm's."""
+        return list(self.meta.named().values())
+
+    def choose_plan(self, batch: TaskBatch, choose: Callable | None = None) -> ExecutionPlan:
+        """Settle the execution plan on `batch` (measured if `auto`; `choose` may replace the
+        probe, e.g. a memory planner); later calls keep it."""
+        if self.plan.strategy == "auto":
+            choose = choose or (lambda *args: choose_plan(*args, self.plan, report=self.report))
+            self.plan = choose(self.algorithm, self.network, self.meta, batch)
+        return self.plan
+
+    def meta_gradient(self, batch: TaskBatch) -> tuple[MetaParameters, Metrics]:
+        """The meta-gradient for one meta-batch and its per-task metrics."""
+        plan = self.choose_plan(batch)
+        return meta_gradient(self.algorithm, self.network, self.meta, batch, plan)
+
+    def backward(self, batch: TaskBatch) -> Metrics:
+        """Set every meta-parameter's `.grad` to the meta-gradient of `batch` (as
+        `loss.backward()` would, accumulating); return the per-task metrics."""
+        grads, metrics = self.meta_gradient(batch)
+        for param, grad in zip(self.parameters(), grads.named().values(), strict=True):
+            param.grad = grad if param.grad is None else param.grad + grad
+        return metrics
+
+    def state_dict(self) -> dict:
+        """The network's state, the algorithm's meta-parameters and the execution plan."""
+        return {
+            "model": self.model.state_dict(),
+            "extra": {k: v.detach() for k, v in self.meta.extra.items()},
+            "execution": self.plan.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict, *, plan: bool = True) -> None:
+        """Load `state_dict()` output; `plan=False` keeps this learner's own plan."""
+        self.model.load_state_dict(state["model"])
+        with torch.no_grad():
+            for name, value in state.get("extra", {}).items():
+                self.meta.extra[name].copy_(value)
+        if plan:
+            self.plan = ExecutionPlan(**state["execution"])

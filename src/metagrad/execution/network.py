@@ -1,0 +1,136 @@
+"""The network and the task objective, run for one task or for a stack of tasks.
+
+An algorithm calls a `Learner` (`metagrad.algorithms.base`) without knowing which of the two
+it has: `TaskLearner` runs one task through `torch.func.functional_call` (inside `vmap` or a
+loop), `StackLearner` runs a stack of T tasks at once through the network's own task-batched
+forward (`forward_tasks`: one parameter copy per task, batched products, grouped convolutions)
+and returns one loss per task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from metagrad.algorithms.base import Metrics
+from metagrad.algorithms.inner import Adaptation, InnerOptimizer, Observe, adapt
+from metagrad.execution.recompute import recomputed
+from metagrad.models.functional import Params
+from metagrad.objectives import Objective
+
+
+@dataclass(frozen=True)
+class Network:
+    """A plain `nn.Module` called functionally, and the objective of its tasks."""
+
+    module: nn.Module
+    objective: Objective
+    buffers: Params = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "buffers", dict(self.module.named_buffers()))
+
+    @property
+    def can_stack(self) -> bool:
+        """Whether the network and the objective have task-batched forms (`forward_tasks`,
+        per-task losses)."""
+        return hasattr(self.module, "forward_tasks") and self.objective.task_loss is not None
+
+    def task_learner(self, checkpoint_inner: bool = False) -> TaskLearner:
+        return TaskLearner(self, checkpoint_inner)
+
+    def stack_learner(self, checkpoint_inner: bool = False) -> StackLearner:
+        return StackLearner(self, checkpoint_inner)
+
+
+@dataclass(frozen=True)
+class TaskLearner:
+    """One task; `checkpoint_inner` recomputes each inner step in the backward pass."""
+
+    network: Network
+    checkpoint_inner: bool = False
+
+    def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.network.module, (params, self.network.buffers), (x,))
+
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.network.objective.loss(outputs, y)
+
+    def metrics(self, prefix: str, outputs: torch.Tensor, y: torch.Tensor) -> Metrics:
+        with torch.no_grad():
+            values = self.network.objective.metrics(outputs.detach(), y)
+        return {f"{prefix}_{k}": v for k, v in values.items()}
+
+    def adapt(
+        self,
+        params: Params,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        steps: int,
+        optimizer: InnerOptimizer,
+        first_order: bool,
+        observe: Observe | None = None,
+        fixed: Params | None = None,
+    ) -> Adaptation:
+        fixed = fixed or {}
+        return adapt(
+            lambda fast, buffers, inputs: self({**fixed, **fast}, inputs),
+            params,
+            {},
+            x,
+            y,
+            loss_fn=lambda outputs, targets: self.loss(outputs, targets).sum(),
+            steps=steps,
+            optimizer=optimizer,
+            first_order=first_order,
+            observe=(lambda fast: observe({**fixed, **fast})) if observe else None,
+            run_step=recomputed if self.checkpoint_inner else None,
+        )
+
+    def total(self, values: torch.Tensor) -> torch.Tensor:
+        return values.sum()
+
+    def cat(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        return torch.cat([first, second])
+
+
+@dataclass(frozen=True)
+class StackLearner(TaskLearner):
+    """A stack of T tasks: inputs `[T, n, ...]`, parameters `[T, ...]`, one loss per task.
+
+    θ is given one view per task where it is used (`expand`: gradients flow back to θ), and the
+    inner loop minimises the sum of the per-task losses, so each task's parameters receive
+    only their own task's gradient.
+    """
+
+    def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return self.network.module.forward_tasks(self._per_task(params, x.shape[0]), x)
+
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.network.objective.task_loss(outputs, y)
+
+    def metrics(self, prefix: str, outputs: torch.Tensor, y: torch.Tensor) -> Metrics:
+        with torch.no_grad():
+            values = self.network.objective.task_metrics(outputs.detach(), y)
+        return {f"{prefix}_{k}": v for k, v in values.items()}
+
+    def adapt(self, params: Params, x: torch.Tensor, y: torch.Tensor, **kwargs) -> Adaptation:
+        return super().adapt(self._per_task(params, x.shape[0]), x, y, **kwargs)
+
+    def total(self, values: torch.Tensor) -> torch.Tensor:
+        return values.flatten(1).sum(1)
+
+    def cat(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        return torch.cat([first, second], dim=1)
+
+    def _per_task(self, params: Params, num_tasks: int) -> Params:
+        """θ as one view per task; parameters that already have one copy per task as they are."""
+        shapes = {k: p.shape for k, p in self.network.module.named_parameters()}
+        return {
+            k: p.expand(num_tasks, *p.shape) if p.shape == shapes[k] else p
+            for k, p in params.items()
+        }

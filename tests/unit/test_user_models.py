@@ -1,0 +1,162 @@
+"""A user's own network, batch norm included, against MAML, first-order MAML and Reptile written
+by hand in this file: plain `torch.autograd.grad(create_graph=True)` over plain PyTorch ops."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metagrad.algorithms import MAML, Reptile
+from metagrad.errors import ConfigError
+from metagrad.models import exact_modules
+from metagrad.objectives import CLASSIFICATION
+from metagrad.tasks import TaskBatch
+
+STEPS, LR = 3, 0.3
+VECTORISED_AND_LOOP = ("loop", "vmap", "hybrid")
+
+
+class UserCNN(nn.Module):
+    """What a learn2learn user brings: PyTorch's own layers, `nn.BatchNorm2d` included."""
+
+    def __init__(self, norm: str = "batch", track_running_stats: bool = True):
+        super().__init__()
+
+        def norm_layer(channels: int) -> nn.Module:
+            if norm == "group":
+                return nn.GroupNorm(2, channels)
+            if norm == "layer":
+                return nn.LayerNorm([channels, 6, 6])
+            return nn.BatchNorm2d(channels, track_running_stats=track_running_stats)
+
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.norm1 = norm_layer(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.norm2 = norm_layer(4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.norm1(self.conv1(x)))
+        h = F.relu(self.norm2(self.conv2(h)))
+        return self.head(h.mean(dim=(2, 3)))
+
+
+def reference_forward(model: UserCNN, params: dict, x: torch.Tensor) -> torch.Tensor:
+    """The same network in plain functional ops, normalising with the batch in hand."""
+
+    def norm(name: str, h: torch.Tensor) -> torch.Tensor:
+        layer = getattr(model, name)
+        weight, bias = params[f"{name}.weight"], params[f"{name}.bias"]
+        if isinstance(layer, nn.GroupNorm):
+            return F.group_norm(h, layer.num_groups, weight, bias, layer.eps)
+        if isinstance(layer, nn.LayerNorm):
+            return F.layer_norm(h, layer.normalized_shape, weight, bias, layer.eps)
+        return F.batch_norm(h, None, None, weight, bias, training=True, eps=layer.eps)
+
+    h = F.relu(norm("norm1", F.conv2d(x, params["conv1.weight"], params["conv1.bias"], padding=1)))
+    h = F.relu(norm("norm2", F.conv2d(h, params["conv2.weight"], params["conv2.bias"], padding=1)))
+    return F.linear(h.mean(dim=(2, 3)), params["head.weight"], params["head.bias"])
+
+
+def reference_adapt(model, theta, xs, ys, create_graph):
+    fast = dict(theta)
+    for _ in range(STEPS):
+        loss = F.cross_entropy(reference_forward(model, fast, xs), ys)
+        grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph)
+        fast = {k: v - LR * g for (k, v), g in zip(fast.items(), grads)}
+    return fast
+
+
+def reference_gradient(model, batch, algorithm):
+    theta = {k: p.detach().clone().requires_grad_() for k, p in model.named_parameters()}
+    if algorithm == "reptile":
+        phis = [
+            reference_adapt(model, theta, xs, ys, create_graph=False)
+            for xs, ys, _, _ in zip(*batch.tensors())
+        ]
+        return {k: theta[k].detach() - torch.stack([phi[k].detach() for phi in phis]).mean(0)
+                for k in theta}
+    meta_loss = 0
+    for xs, ys, xq, yq in zip(*batch.tensors()):
+        fast = reference_adapt(model, theta, xs, ys, create_graph=algorithm == "maml")
+        meta_loss = meta_loss + F.cross_entropy(reference_forward(model, fast, xq), yq)
+    grads = torch.autograd.grad(meta_loss / batch.num_tasks, list(theta.values()))
+    return dict(zip(theta, grads))
+
+
+ALGORITHMS = {
+    "maml": MAML(STEPS, LR),
+    "fomaml": MAML(STEPS, LR, first_order=True),
+    "reptile": Reptile(STEPS, LR),
+}
+
+
+def task_batch(tasks: int = 3) -> TaskBatch:
+    generator = torch.Generator().manual_seed(1)
+    return TaskBatch(
+        torch.rand(tasks, 6, 1, 6, 6, generator=generator, dtype=torch.float64),
+        torch.arange(3).repeat(2).expand(tasks, 6),
+        torch.rand(tasks, 9, 1, 6, 6, generator=generator, dtype=torch.float64),
+        torch.arange(3).repeat(3).expand(tasks, 9),
+    )
+
+
+def user_model(norm: str, track_running_stats: bool = True) -> UserCNN:
+    torch.manual_seed(0)
+    model = UserCNN(norm, track_running_stats).double()
+    with torch.no_grad():  # non-trivial affine parameters, so a wrong gradient shows
+        for name, p in model.named_parameters():
+            if name.startswith("norm"):
+                p.add_(torch.rand_like(p) * 0.5)
+    return model
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize(
+    ("norm", "track"), [("batch", True), ("batch", False), ("group", False), ("layer", False)]
+)
+def test_every_strategy_equals_the_hand_written_reference(gradient_of, algorithm, norm, track):
+    model = user_model(norm, track)
+    batch = task_batch()
+    expected = reference_gradient(copy.deepcopy(model), batch, algorithm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exact_modules(model)
+    running = {k: v.clone() for k, v in model.named_buffers()}
+    for strategy in VECTORISED_AND_LOOP:
+        grads, _ = gradient_of(ALGORITHMS[algorithm], model, CLASSIFICATION, batch, strategy)
+        for k in expected:
+            torch.testing.assert_close(grads[k], expected[k], rtol=1e-10, atol=1e-10)
+    with pytest.raises(ConfigError, match="batched needs a network with forward_tasks"):
+        gradient_of(ALGORITHMS[algorithm], model, CLASSIFICATION, batch, "batched")
+    for k, v in model.named_buffers():  # running statistics: kept, never touched
+        assert torch.equal(v, running[k]), k
+
+
+def test_pytorch_batch_norm_under_vmap_is_the_trap_the_rewrite_avoids(gradient_of):
+    """Without the rewrite, the fused kernel's second-order gradient under vmap is wrong."""
+    model = user_model("batch", track_running_stats=False)
+    batch = task_batch()
+    expected = reference_gradient(copy.deepcopy(model), batch, "maml")
+    grads, _ = gradient_of(ALGORITHMS["maml"], model, CLASSIFICATION, batch, "vmap")
+    error = max((grads[k] - expected[k]).abs().max().item() for k in expected)
+    assert error > 1e-4
+
+
+def test_running_statistics_are_kept_in_the_state_dict_and_announced():
+    model = user_model("batch", track_running_stats=True)
+    keys = set(model.state_dict())
+    with pytest.warns(UserWarning, match="'norm1' .* running statistics are kept but not updated"):
+        exact_modules(model)
+    assert set(model.state_dict()) == keys
+    model.load_state_dict(user_model("batch").state_dict())
+
+
+def test_dropout_is_refused_naming_the_layer_and_the_fix():
+    model = nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.3), nn.Linear(4, 1))
+    with pytest.raises(ConfigError, match=r"model layer '1' \(Dropout.*Set its p to 0"):
+        exact_modules(model)
+    exact_modules(nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.0)))  # p = 0 is the identity
