@@ -51,6 +51,7 @@ class TaskConfig:
 
 
 BUILT_IN_MODELS = ("mlp", "conv4")
+BUILT_IN_ALGORITHMS = ("maml", "reptile", "pretrain")
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,12 @@ class ModelConfig:
 class AlgorithmConfig:
     """The meta-gradient rule and the inner loop it stands on."""
 
-    name: Literal["maml", "reptile", "pretrain"] = "maml"
-    """maml (first_order selects FOMAML), reptile, or pretrain (joint training, no inner loop)."""
+    name: str = "maml"
+    """maml (first_order selects FOMAML), reptile, pretrain (joint training, no inner loop), or an
+    algorithm of your own: `package.module:Class`, a subclass of metagrad.algorithms.Algorithm
+    (given inner_steps, inner_lr, inner_optimizer and algorithm.kwargs)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Further keyword arguments of an algorithm of your own."""
     first_order: bool = False
     """MAML only: detach the inner gradients (first-order MAML)."""
     inner_steps: int = 1
@@ -398,6 +403,11 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"train.checkpoint_inner = true cannot run under train.strategy = "
             f"{config.train.strategy} (vmap); use loop, batched or auto"
+        )
+    if config.algorithm.name not in BUILT_IN_ALGORITHMS and ":" not in config.algorithm.name:
+        raise ConfigError(
+            f"algorithm.name = {config.algorithm.name!r} is not allowed; choose one of: "
+            f"{', '.join(BUILT_IN_ALGORITHMS)}, or name your own as package.module:Class"
         )
     if config.model.name not in BUILT_IN_MODELS and ":" not in config.model.name:
         raise ConfigError(
