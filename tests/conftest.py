@@ -40,8 +40,10 @@ def run_meta_gradient(
     network = Network(model, objective)
     meta = MetaParameters(
         dict(model.named_parameters()),
-        {k: v.detach().requires_grad_() for k, v in algorithm.extra_parameters(
-            dict(model.named_parameters())).items()},
+        {
+            k: v.detach().requires_grad_()
+            for k, v in algorithm.extra_parameters(dict(model.named_parameters())).items()
+        },
     )
     plan = ExecutionPlan(strategy, chunk_size, checkpoint_inner)
     grads, metrics = meta_gradient(algorithm, network, meta, batch, plan)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 
 import torch
 from torch import nn
 
 from metagrad.algorithms import build_algorithm
-from metagrad.config import Config
+from metagrad.config import Config, TaskConfig
 from metagrad.data.class_images import ClassImages
+from metagrad.data.folder import load_image_folder
 from metagrad.data.natural import prepare
 from metagrad.data.omniglot import load_omniglot, split_classes
 from metagrad.errors import ConfigError
 from metagrad.execution import ExecutionPlan, MetaLearner
 from metagrad.models import MLP, Conv4
+from metagrad.models.resnet12 import ResNet12
 from metagrad.models.user import user_model
 from metagrad.objectives import CLASSIFICATION, REGRESSION, Objective
 from metagrad.tasks.sampler import EpisodeSampler
@@ -38,20 +41,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(config: Config) -> nn.Module:
-    """The network named by `config.model`, shaped for `config.task`: a built-in one, or a
-    user's factory (`model.name: package.module:function`)."""
+def build_model(config: Config, channels: int | None = None) -> nn.Module:
+    """The network named by `config.model`, shaped for `config.task` (and for images of
+    `channels` channels where given): a built-in one, or a user's factory
+    (`model.name: package.module:function`)."""
+    channels = channels or image_channels(config)
     if ":" in config.model.name:
         return user_model(
             config.model.name,
             config.model.kwargs,
             num_classes=config.task.n_way if config.task.dataset != "sinusoid" else 1,
-            in_channels=image_channels(config),
+            in_channels=channels,
             image_size=config.task.image_size,
+        )
+    if config.model.name == "resnet12":
+        return ResNet12(
+            channels,
+            config.task.n_way,
+            config.task.image_size,
+            channels=config.model.hidden,
         )
     if config.model.name == "conv4":
         return Conv4(
-            in_channels=image_channels(config),
+            in_channels=channels,
             num_classes=config.task.n_way,
             image_size=config.task.image_size,
             hidden=config.model.hidden[0],
@@ -61,57 +73,62 @@ def build_model(config: Config) -> nn.Module:
 
 
 def image_channels(config: Config) -> int:
-    """Channels of the task's images: greyscale Omniglot, RGB natural images."""
-    return 1 if config.task.dataset == "omniglot" else 3
+    """Channels of the task's images: greyscale Omniglot, RGB natural images, an image folder's
+    own (`task.channels`, or as found)."""
+    task = config.task
+    if task.dataset == "folder":
+        return task.channels or split_images(task, "train").images.shape[2]
+    return 1 if task.dataset == "omniglot" else 3
 
 
-def init_model(config: Config) -> nn.Module:
+def init_model(config: Config, channels: int | None = None) -> nn.Module:
     """The network at its seeded initialisation; the global RNG is left as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
-        return build_model(config)
+        return build_model(config, channels)
 
 
 def build_tasks(
-    config: Config, device: torch.device | str = "cpu", *, evaluation: bool = False
+    config: Config,
+    device: torch.device | str = "cpu",
+    *,
+    evaluation: bool = False,
+    images: Mapping[str, ClassImages] | None = None,
 ) -> TaskSource:
     """The task source of `config.task`, shaped for meta-training or, with `evaluation`, for
-    validation and test (`eval.k_shot` and `eval.n_query`)."""
+    validation and test (`eval.k_shot` and `eval.n_query`). `images`: the classes of each split
+    given from Python, instead of `task.dataset`."""
     task = config.task
     k_shot = (config.eval.k_shot or task.k_shot) if evaluation else task.k_shot
     n_query = config.eval.n_query if evaluation else task.n_query
+    if images is not None and task.dataset != "folder":
+        raise ConfigError(
+            f"task.dataset = {task.dataset} but images were given from Python: set "
+            "task.dataset = folder (your own images; task.data_root is then not read)"
+        )
     if task.dataset == "sinusoid":
         return SinusoidTasks(k_shot=k_shot, n_query=n_query, seed=config.train.seed)
-    images = {
-        split: split_images(
-            task.dataset,
-            task.data_root,
-            task.image_size,
-            task.class_split,
-            split,
-            split in task.rotations,
-        ).to(device)
+    splits = {
+        split: (images[split] if images is not None else split_images(task, split)).to(device)
         for split in SPLITS
     }
-    return EpisodeSampler(images, task.n_way, k_shot, n_query, seed=config.train.seed)
+    return EpisodeSampler(splits, task.n_way, k_shot, n_query, seed=config.train.seed)
 
 
 @lru_cache(maxsize=8)
-def split_images(
-    dataset: str,
-    root: str | None,
-    image_size: int,
-    class_split: str,
-    split: str,
-    rotations: bool,
-) -> ClassImages:
+def split_images(task: TaskConfig, split: str) -> ClassImages:
     """One split's classes; cached because training and evaluation ask for the same ones.
 
-    `class_split` and `rotations` apply to Omniglot; the other datasets have fixed splits."""
-    if dataset != "omniglot":
-        return _natural_splits(dataset, root, image_size)[split]
-    part = split_classes(load_omniglot(root, image_size=image_size), class_split, split)
-    return part.with_rotations() if rotations else part
+    `task.class_split` applies to Omniglot and `task.folder_split` to an image folder; the
+    other datasets have fixed splits. `task.rotations` adds rotated copies as extra classes."""
+    if task.dataset == "omniglot":
+        loaded = load_omniglot(task.data_root, image_size=task.image_size)
+        part = split_classes(loaded, task.class_split, split)
+    elif task.dataset == "folder":
+        part = _folder_splits(task)[split]
+    else:
+        return _natural_splits(task.dataset, task.data_root, task.image_size)[split]
+    return part.with_rotations() if split in task.rotations else part
 
 
 @lru_cache(maxsize=2)
@@ -120,14 +137,36 @@ def _natural_splits(dataset: str, root: str | None, image_size: int) -> dict[str
     return prepare(dataset, root, image_size=image_size).splits
 
 
+@lru_cache(maxsize=2)
+def _folder_splits(task: TaskConfig) -> dict[str, ClassImages]:
+    """All splits of an image folder (`task.dataset: folder`), read once."""
+    if task.data_root is None:
+        raise ConfigError(
+            "task.dataset = folder needs task.data_root: the folder holding one subfolder of "
+            "images per class (or train/ val/ test/ subfolders of them)"
+        )
+    return load_image_folder(
+        task.data_root,
+        image_size=task.image_size,
+        channels=task.channels,
+        split=task.folder_split,
+        fractions=task.split_fractions,
+    )
+
+
 def objective_for(config: Config) -> Objective:
     return REGRESSION if config.task.dataset == "sinusoid" else CLASSIFICATION
 
 
-def build_learner(config: Config, device: torch.device | str = "cpu") -> MetaLearner:
+def build_learner(
+    config: Config,
+    device: torch.device | str = "cpu",
+    images: Mapping[str, ClassImages] | None = None,
+) -> MetaLearner:
     """The run's algorithm and seeded network on `device`, with the plan `config.train` asks
-    for (still `auto` until a batch is measured)."""
+    for (still `auto` until a batch is measured); `images`: classes given from Python."""
     settings = config.train
     plan = ExecutionPlan(settings.strategy, settings.chunk_size, settings.checkpoint_inner)
-    model = init_model(config).to(device)
+    channels = images["train"].images.shape[2] if images is not None else None
+    model = init_model(config, channels).to(device)
     return MetaLearner(build_algorithm(config), model, objective_for(config), plan)

@@ -28,10 +28,11 @@ class TaskConfig:
     """The task distribution: which problem, and the shape of one task."""
 
     dataset: Literal[
-        "sinusoid", "omniglot", "miniimagenet", "tieredimagenet", "cifarfs", "fc100"
+        "sinusoid", "omniglot", "miniimagenet", "tieredimagenet", "cifarfs", "fc100", "folder"
     ] = "sinusoid"
-    """Where tasks come from: sinusoid regression, Omniglot (grey), or the RGB natural-image
-    datasets mini-ImageNet, tiered-ImageNet, CIFAR-FS and FC100 (see `metagrad.data`)."""
+    """Where tasks come from: sinusoid regression, Omniglot (grey), the RGB natural-image
+    datasets mini-ImageNet, tiered-ImageNet, CIFAR-FS and FC100 (see `metagrad.data`), or a
+    folder of your own images, one subfolder per class, in task.data_root."""
     n_way: int = 5
     """Classes per task (classification only)."""
     k_shot: int = 5
@@ -47,10 +48,18 @@ class TaskConfig:
     only (set [] for the natural-image datasets)."""
     image_size: int = 28
     data_root: str | None = None
-    """Dataset folder; null = $METAGRAD_DATA, else ~/.cache/metagrad."""
+    """Dataset folder; null = $METAGRAD_DATA, else ~/.cache/metagrad (folder: required)."""
+    folder_split: Literal["auto", "seeded", "folders"] = "auto"
+    """folder: `seeded` splits the classes of data_root/<class>/ by split_fractions (a fixed
+    rule of the class names); `folders` reads data_root/train/, val/ and test/; `auto` takes
+    the folders when data_root holds exactly those three."""
+    split_fractions: tuple[float, ...] = (0.64, 0.16, 0.2)
+    """folder, seeded split: the fractions of the classes for train, val and test."""
+    channels: int | None = None
+    """folder: 1 (grey) or 3 (RGB) channels; null = RGB if any image has colour."""
 
 
-BUILT_IN_MODELS = ("mlp", "conv4")
+BUILT_IN_MODELS = ("mlp", "conv4", "resnet12")
 BUILT_IN_ALGORITHMS = ("maml", "reptile", "pretrain")
 
 
@@ -59,13 +68,14 @@ class ModelConfig:
     """The network whose initialisation is meta-learned."""
 
     name: str = "mlp"
-    """mlp, conv4, or a network of your own: `package.module:function` (a function or class
+    """mlp, conv4, resnet12 (64-160-320-640 channels), or a network of your own: `package.module:function` (a function or class
     returning an nn.Module; it is given num_classes, in_channels and image_size if it takes
     them, and model.kwargs)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of a network of your own (model.name = package.module:function)."""
     hidden: tuple[int, ...] = (40, 40)
-    """mlp: hidden layer widths (ReLU between layers); conv4: one entry, the filters per layer."""
+    """mlp: hidden layer widths (ReLU between layers); conv4: one entry, the filters per layer;
+    resnet12: the four blocks' channels."""
     pool: Literal["stride", "max"] = "stride"
     """conv4: stride-2 convolutions (Omniglot) or 2×2 max-pooling (84×84 images)."""
 
@@ -393,10 +403,10 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"task.rotations names {unknown_splits}; only train, val and test are splits"
         )
-    if config.task.dataset not in ("sinusoid", "omniglot") and config.task.rotations:
+    if config.task.dataset not in ("sinusoid", "omniglot", "folder") and config.task.rotations:
         raise ConfigError(
             f"task.rotations = {list(config.task.rotations)} but rotated copies as extra classes "
-            f"are for Omniglot only; set task.rotations = [] for task.dataset = "
+            f"are for Omniglot and image folders only; set task.rotations = [] for task.dataset = "
             f"{config.task.dataset}"
         )
     if config.train.checkpoint_inner and config.train.strategy in ("vmap", "hybrid"):
@@ -413,6 +423,11 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"model.name = {config.model.name!r} is not a network; choose one of "
             f"{', '.join(BUILT_IN_MODELS)}, or name your own as package.module:function"
+        )
+    if config.model.name == "resnet12" and len(config.model.hidden) != 4:
+        raise ConfigError(
+            f"model.hidden = {list(config.model.hidden)} for resnet12 must be four numbers, the "
+            "channels of its blocks, e.g. [64, 160, 320, 640]"
         )
     if config.model.name == "conv4" and len(config.model.hidden) != 1:
         raise ConfigError(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import torch
 from metagrad.build import build_learner, build_tasks, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore, load_checkpoint
 from metagrad.config import Config, load_config
+from metagrad.data.class_images import ClassImages
 from metagrad.execution import MetaLearner
 from metagrad.execution.strategies import map_tasks_no_grad
 from metagrad.models.batch_norm import TaskBatchNorm, fused_batch_norm
@@ -136,15 +137,21 @@ def format_summary(result: dict) -> str:
 
 
 def evaluate_run(
-    run_dir: Path, *, checkpoint: str = "best", split: str = "test", overrides: Sequence[str] = ()
+    run_dir: Path,
+    *,
+    checkpoint: str = "best",
+    split: str = "test",
+    overrides: Sequence[str] = (),
+    images: Mapping[str, ClassImages] | None = None,
 ) -> dict:
-    """Evaluate a trained run on fixed tasks of `split`; writes `<run>/eval-<split>.json`."""
+    """Evaluate a trained run on fixed tasks of `split`; writes `<run>/eval-<split>.json`.
+    `images`: the classes the run was given from Python (see `fit`)."""
     config = load_config(run_dir / "config.yaml", overrides)
     device = resolve_device(config.train.device)
     state = read_checkpoint(run_dir, checkpoint, device)
-    learner = load_learner(config, state, device)
+    learner = load_learner(config, state, device, images)
     batches = fixed_batches(
-        build_tasks(config, device, evaluation=True),
+        build_tasks(config, device, evaluation=True, images=images),
         split,
         config.eval.num_tasks,
         config.eval.batch_size,
@@ -182,8 +189,13 @@ def batch_norm_mode(model: torch.nn.Module, mode: str) -> str | None:
     return "transductive: task batch statistics, the query set normalised as one batch"
 
 
-def load_learner(config: Config, state: dict, device: torch.device | str) -> MetaLearner:
+def load_learner(
+    config: Config,
+    state: dict,
+    device: torch.device | str,
+    images: Mapping[str, ClassImages] | None = None,
+) -> MetaLearner:
     """The run's learner with the checkpoint's meta-parameters and execution plan."""
-    learner = build_learner(config, device)
+    learner = build_learner(config, device, images)
     learner.load_state_dict(state)
     return learner

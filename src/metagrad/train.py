@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from metagrad.build import build_learner, build_tasks, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from metagrad.config import Config, parse_size
+from metagrad.data.class_images import ClassImages
 from metagrad.errors import Interrupted, NonFiniteError
 from metagrad.evaluate import fixed_batches, protocol_metrics
 from metagrad.execution import MetaLearner, plan_memory
@@ -31,29 +33,32 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    images: Mapping[str, ClassImages] | None = None,
 ) -> Path:
     """Meta-train `config` in `run_dir` (config, metrics, TensorBoard, checkpoints); return it.
 
     With `resume`, training continues from the newest complete checkpoint and reproduces the
     uninterrupted run exactly: the task stream is a function of the step, and the checkpoint
     holds everything else. SIGINT/SIGTERM stop after the current step with a checkpoint.
+    `images`: the classes of each split (train, val, test) from Python, e.g.
+    `metagrad.data.splits_from_tensors(...)`, instead of `task.dataset`.
     """
     run_dir = Path(run_dir)
     check_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
     settings = config.train
     device = resolve_device(settings.device)
-    tasks = build_tasks(config, device)
+    tasks = build_tasks(config, device, images=images)
     val_batches = [
         batch.to(device)
         for batch in fixed_batches(
-            build_tasks(config, device, evaluation=True),
+            build_tasks(config, device, evaluation=True, images=images),
             "val",
             settings.val_tasks,
             config.eval.batch_size,
         )
     ]
     init_run_dir(run_dir, config, resume=resume)
-    learner = build_learner(config, device)
+    learner = build_learner(config, device, images)
     optimizer = outer_optimizer(config, learner.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
     store = CheckpointStore(run_dir / CHECKPOINT_DIR, keep=settings.keep_checkpoints)

@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 
-from metagrad.execution.allocator import tune_allocator
 from metagrad.bench.peers import PEERS, installed
 from metagrad.bench.runner import GRADIENT_TOLERANCE, format_table, relative_error
 from metagrad.bench.settings import SETTINGS, setting_config, synthetic_batch
 from metagrad.bench.worker import metagrad_step, peer_step
+from metagrad.execution.allocator import tune_allocator
 
 SMALL = ["train.meta_batch_size=3", "task.n_query=2", "model.hidden=[4]"]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from metagrad.models.batch_norm import TaskBatchNorm2d
+from metagrad.models.batch_norm import TaskBatchNorm
 from metagrad.models.resnet12 import ResNet12
 
 SMALL = (8, 8, 16, 16)
@@ -34,7 +34,7 @@ def test_parameter_count_is_the_standard_one() -> None:
     assert count == expected_parameters(3, (64, 160, 320, 640), 5)
     assert count - (640 * 5 + 5) == 12_424_320
     assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 16
-    assert sum(isinstance(m, TaskBatchNorm2d) for m in model.modules()) == 16
+    assert sum(isinstance(m, TaskBatchNorm) for m in model.modules()) == 16
     assert not list(model.buffers())
 
 

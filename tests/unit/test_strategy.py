@@ -40,9 +40,7 @@ def test_strategies_match_the_per_task_loop(
     model = tiny_mlp[0]
     algorithm = ALGORITHMS[name]
     reference, reference_metrics = gradient_of(algorithm, model, REGRESSION, sinusoid_batch, "loop")
-    grads, metrics = gradient_of(
-        algorithm, model, REGRESSION, sinusoid_batch, strategy, chunk_size
-    )
+    grads, metrics = gradient_of(algorithm, model, REGRESSION, sinusoid_batch, strategy, chunk_size)
     for k in reference:
         torch.testing.assert_close(grads[k], reference[k], rtol=1e-10, atol=1e-12)
     assert metrics.keys() == reference_metrics.keys()

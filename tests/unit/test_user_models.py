@@ -11,7 +11,8 @@ from torch import nn
 
 from metagrad.algorithms import MAML, Reptile
 from metagrad.errors import ConfigError
-from metagrad.models import exact_modules
+from metagrad.models import TaskBatchNorm, exact_modules
+from metagrad.models.resnet12 import ResNet12
 from metagrad.objectives import CLASSIFICATION
 from metagrad.tasks import TaskBatch
 
@@ -61,30 +62,41 @@ def reference_forward(model: UserCNN, params: dict, x: torch.Tensor) -> torch.Te
     return F.linear(h.mean(dim=(2, 3)), params["head.weight"], params["head.bias"])
 
 
-def reference_adapt(model, theta, xs, ys, create_graph):
+def reference_adapt(forward, theta, xs, ys, create_graph):
     fast = dict(theta)
     for _ in range(STEPS):
-        loss = F.cross_entropy(reference_forward(model, fast, xs), ys)
+        loss = F.cross_entropy(forward(fast, xs), ys)
         grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph)
         fast = {k: v - LR * g for (k, v), g in zip(fast.items(), grads)}
     return fast
 
 
-def reference_gradient(model, batch, algorithm):
-    theta = {k: p.detach().clone().requires_grad_() for k, p in model.named_parameters()}
+def reference_gradient(forward, named_parameters, batch, algorithm):
+    """The meta-gradient of `algorithm` for `forward(params, x)`, by plain autograd."""
+    theta = {k: p.detach().clone().requires_grad_() for k, p in named_parameters}
     if algorithm == "reptile":
         phis = [
-            reference_adapt(model, theta, xs, ys, create_graph=False)
+            reference_adapt(forward, theta, xs, ys, create_graph=False)
             for xs, ys, _, _ in zip(*batch.tensors())
         ]
-        return {k: theta[k].detach() - torch.stack([phi[k].detach() for phi in phis]).mean(0)
-                for k in theta}
+        mean_phi = {k: torch.stack([phi[k].detach() for phi in phis]).mean(0) for k in theta}
+        return {k: theta[k].detach() - mean_phi[k] for k in theta}
     meta_loss = 0
     for xs, ys, xq, yq in zip(*batch.tensors()):
-        fast = reference_adapt(model, theta, xs, ys, create_graph=algorithm == "maml")
-        meta_loss = meta_loss + F.cross_entropy(reference_forward(model, fast, xq), yq)
+        fast = reference_adapt(forward, theta, xs, ys, create_graph=algorithm == "maml")
+        meta_loss = meta_loss + F.cross_entropy(forward(fast, xq), yq)
     grads = torch.autograd.grad(meta_loss / batch.num_tasks, list(theta.values()))
     return dict(zip(theta, grads))
+
+
+def user_reference(model, batch, algorithm):
+    plain = copy.deepcopy(model)
+    return reference_gradient(
+        lambda params, x: reference_forward(plain, params, x),
+        model.named_parameters(),
+        batch,
+        algorithm,
+    )
 
 
 ALGORITHMS = {
@@ -94,12 +106,13 @@ ALGORITHMS = {
 }
 
 
-def task_batch(tasks: int = 3) -> TaskBatch:
+def task_batch(tasks: int = 3, channels: int = 1, size: int = 6) -> TaskBatch:
     generator = torch.Generator().manual_seed(1)
+    image = (channels, size, size)
     return TaskBatch(
-        torch.rand(tasks, 6, 1, 6, 6, generator=generator, dtype=torch.float64),
+        torch.rand(tasks, 6, *image, generator=generator, dtype=torch.float64),
         torch.arange(3).repeat(2).expand(tasks, 6),
-        torch.rand(tasks, 9, 1, 6, 6, generator=generator, dtype=torch.float64),
+        torch.rand(tasks, 9, *image, generator=generator, dtype=torch.float64),
         torch.arange(3).repeat(3).expand(tasks, 9),
     )
 
@@ -121,7 +134,7 @@ def user_model(norm: str, track_running_stats: bool = True) -> UserCNN:
 def test_every_strategy_equals_the_hand_written_reference(gradient_of, algorithm, norm, track):
     model = user_model(norm, track)
     batch = task_batch()
-    expected = reference_gradient(copy.deepcopy(model), batch, algorithm)
+    expected = user_reference(model, batch, algorithm)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         exact_modules(model)
@@ -140,7 +153,7 @@ def test_pytorch_batch_norm_under_vmap_is_the_trap_the_rewrite_avoids(gradient_o
     """Without the rewrite, the fused kernel's second-order gradient under vmap is wrong."""
     model = user_model("batch", track_running_stats=False)
     batch = task_batch()
-    expected = reference_gradient(copy.deepcopy(model), batch, "maml")
+    expected = user_reference(model, batch, "maml")
     grads, _ = gradient_of(ALGORITHMS["maml"], model, CLASSIFICATION, batch, "vmap")
     error = max((grads[k] - expected[k]).abs().max().item() for k in expected)
     assert error > 1e-4
@@ -160,3 +173,34 @@ def test_dropout_is_refused_naming_the_layer_and_the_fix():
     with pytest.raises(ConfigError, match=r"model layer '1' \(Dropout.*Set its p to 0"):
         exact_modules(model)
     exact_modules(nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.0)))  # p = 0 is the identity
+
+
+def plain_resnet12(model: ResNet12) -> nn.Module:
+    """A copy of `model` made of PyTorch's own layers only: `nn.BatchNorm2d` on batch
+    statistics in place of metagrad's batch norm."""
+    plain = copy.deepcopy(model)
+    for name, module in list(plain.named_modules()):
+        if isinstance(module, TaskBatchNorm):
+            norm = nn.BatchNorm2d(module.num_features, eps=module.eps, track_running_stats=False)
+            norm.weight, norm.bias = module.weight, module.bias
+            parent, _, child = name.rpartition(".")
+            setattr(plain.get_submodule(parent), child, norm)
+    return plain
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
+def test_resnet12_loop_and_vmap_equal_the_hand_written_reference(gradient_of, algorithm):
+    torch.manual_seed(0)
+    model = ResNet12(3, 3, 16, channels=(3, 4, 4, 5)).double()
+    batch = task_batch(tasks=2, channels=3, size=16)
+    plain = plain_resnet12(model)
+    expected = reference_gradient(
+        lambda params, x: torch.func.functional_call(plain, params, (x,)),
+        model.named_parameters(),
+        batch,
+        algorithm,
+    )
+    for strategy in ("loop", "vmap"):
+        grads, _ = gradient_of(ALGORITHMS[algorithm], model, CLASSIFICATION, batch, strategy)
+        for k in expected:
+            torch.testing.assert_close(grads[k], expected[k], rtol=1e-10, atol=1e-10)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from metagrad.models.batch_norm import TaskBatchNorm2d
+from metagrad.models.batch_norm import TaskBatchNorm
 
 _SLOPE = 0.1
 _POOLS = 4
@@ -17,7 +17,7 @@ _POOLS = 4
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int) -> list[nn.Module]:
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="leaky_relu", a=_SLOPE)
-    return [conv, TaskBatchNorm2d(out_channels)]
+    return [conv, TaskBatchNorm(out_channels)]
 
 
 class ResidualBlock(nn.Module):
@@ -45,7 +45,7 @@ class ResNet12(nn.Module):
     """4 residual blocks (64-160-320-640 channels by default), global average pooling and a
     linear head: 12 convolutions on the main path, ~12.4M parameters before the head.
 
-    Batch normalisation is `TaskBatchNorm2d`: the statistics of the batch in hand, no running
+    Batch normalisation is `TaskBatchNorm`: the statistics of the batch in hand, no running
     statistics, exact under `torch.func.vmap`. There is no DropBlock (MetaOptNet's
     regulariser), which keeps the forward pass deterministic and a pure function of the
     parameters, as the meta-gradient needs. Each block halves the image, so ``image_size``
