@@ -23,6 +23,7 @@ from metagrad.objectives import CLASSIFICATION, REGRESSION, Objective
 from metagrad.tasks.sampler import EpisodeSampler
 from metagrad.tasks.seeding import SPLITS
 from metagrad.tasks.sinusoid import SinusoidTasks
+from metagrad.user_code import is_user_code
 
 TaskSource = SinusoidTasks | EpisodeSampler
 
@@ -46,7 +47,7 @@ def build_model(config: Config, channels: int | None = None) -> nn.Module:
     `channels` channels where given): a built-in one, or a user's factory
     (`model.name: package.module:function`)."""
     channels = channels or image_channels(config)
-    if ":" in config.model.name:
+    if is_user_code(config.model.name):
         return user_model(
             config.model.name,
             config.model.kwargs,

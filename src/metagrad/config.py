@@ -68,9 +68,9 @@ class ModelConfig:
     """The network whose initialisation is meta-learned."""
 
     name: str = "mlp"
-    """mlp, conv4, resnet12 (64-160-320-640 channels), or a network of your own: `package.module:function` (a function or class
-    returning an nn.Module; it is given num_classes, in_channels and image_size if it takes
-    them, and model.kwargs)."""
+    """mlp, conv4, resnet12 (64-160-320-640 channels), or a network of your own:
+    `package.module:function` (a function or class returning an nn.Module; it is given
+    num_classes, in_channels and image_size if it takes them, and model.kwargs)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of a network of your own (model.name = package.module:function)."""
     hidden: tuple[int, ...] = (40, 40)

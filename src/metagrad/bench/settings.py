@@ -41,6 +41,16 @@ SETTINGS: dict[str, Setting] = {
         ("task.n_query=5",),
         "as omniglot-20w1s, first order",
     ),
+    "resnet12-5w1s": Setting(
+        "maml-cifarfs-5w1s",
+        (
+            "model.name=resnet12",
+            "model.hidden=[64,160,320,640]",
+            "train.meta_batch_size=2",
+            "algorithm.inner_steps=1",
+        ),
+        "ResNet-12 (64-160-320-640), 32×32×3, meta-batch 2, 5-way 1-shot, 15 query/class, 1 step",
+    ),
     "miniimagenet-5w1s": Setting(
         "maml-miniimagenet-5w1s",
         (),

@@ -37,7 +37,7 @@ TaskFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Metr
 MapTasks = Callable[[TaskFn, TaskBatch], Metrics]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # vmap names its function by repr: keep tensors out
 class TaskParts:
     """An algorithm's meta-objective for one task, in two halves so that strategies may run
     them differently, bound to the meta-parameters and the network.
