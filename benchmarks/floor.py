@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from metagrad.execution.allocator import tune_allocator
 from metagrad.bench.peers import installed
 from metagrad.bench.settings import setting_config, synthetic_batch
 from metagrad.bench.worker import metagrad_step, peer_step
 from metagrad.build import init_model
+from metagrad.execution.allocator import tune_allocator
 from metagrad.models import fused_batch_norm
 from metagrad.models.functional import functional_forward, meta_parameters
 
