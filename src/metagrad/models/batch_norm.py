@@ -53,10 +53,10 @@ class TaskBatchNorm(nn.Module):
         shape = (-1,) + (1,) * (x.dim() - 2)
         mean = x.mean(dim=dims, keepdim=True)
         var = (x - mean).square().mean(dim=dims, keepdim=True)
-        normalised = (x - mean) * torch.rsqrt(var + self.eps)
+        scale = torch.rsqrt(var + self.eps)  # per channel: the affine weight folds into it
         if self.weight is None:
-            return normalised
-        return normalised * self.weight.reshape(shape) + self.bias.reshape(shape)
+            return (x - mean) * scale
+        return (x - mean) * (scale * self.weight.reshape(shape)) + self.bias.reshape(shape)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}"
