@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -37,12 +38,25 @@ def fit(
 
     With `resume`, training continues from the newest complete checkpoint and reproduces the
     uninterrupted run exactly: the task stream is a function of the step, and the checkpoint
-    holds everything else. SIGINT/SIGTERM stop after the current step with a checkpoint.
+    holds everything else. SIGINT/SIGTERM stop after the current step with a checkpoint. The
+    run folder is locked against other processes until `fit` returns.
     """
-    run_dir = Path(run_dir)
+    with contextlib.ExitStack() as hold:
+        return _fit(config, Path(run_dir), hold, resume, overwrite, progress)
+
+
+def _fit(
+    config: Config,
+    run_dir: Path,
+    hold: contextlib.ExitStack,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+) -> Path:
     check_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
     settings = config.train
     device = resolve_device(settings.device)
+    say(f"loading the {config.task.dataset} tasks")
     tasks = build_tasks(config, device)
     val_batches = [
         batch.to(device)
@@ -53,7 +67,9 @@ def fit(
             config.eval.batch_size,
         )
     ]
-    init_run_dir(run_dir, config, resume=resume)
+    state = init_run_dir(run_dir, config, resume=resume, overwrite=overwrite, hold=hold)
+    resume = state is not None  # a run stopped before its first checkpoint starts afresh
+    say(f"building the {config.model.name} model and the {config.algorithm.name} algorithm")
     objective = objective_for(config)
     model = init_model(config).to(device)
     params, buffers = meta_parameters(model)
@@ -67,7 +83,6 @@ def fit(
     window: dict[str, list[float]] = {}  # metrics of the steps since the last log line
     saved_execution = None
     if resume:
-        state = store.load("last", device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -79,6 +94,7 @@ def fit(
     if saved_execution is not None:  # the resumed run executes as before
         algorithm = dataclasses.replace(algorithm, **saved_execution)
     elif settings.max_memory is not None:
+        say("choosing the execution within the memory budget")
         algorithm = planned_execution(
             algorithm,
             params,
@@ -87,6 +103,7 @@ def fit(
             config,
         )
     elif algorithm.strategy == "auto":
+        say("choosing the fastest execution strategy")
         algorithm = measured_strategy(
             algorithm,
             params,
@@ -118,6 +135,8 @@ def fit(
 
     if not resume:
         checkpoint("step", 0)
+    budget = f", time budget {settings.time_budget:g} s" if settings.time_budget else ""
+    say(f"training from step {start} to {settings.iterations}{budget} in {run_dir}")
     bar = tqdm(range(start, settings.iterations), desc=config.name, disable=not progress)
     with GracefulStop() as stop:
         for step in bar:
@@ -145,6 +164,9 @@ def fit(
                 means = {name: sum(v) / len(v) for name, v in window.items()}
                 logger.log(done, "train", {**means, "outer_lr": scheduler.get_last_lr()[0]})
                 bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()})
+                if not progress:
+                    shown = ", ".join(f"{k} {v:.4g}" for k, v in means.items())
+                    say(f"step {done}/{settings.iterations} ({elapsed:.0f} s): {shown}")
                 window.clear()
             while snapshots and elapsed >= snapshots[0]:
                 checkpoint(f"time-{snapshots.pop(0):g}s", done)
@@ -162,6 +184,11 @@ def fit(
                 break
     logger.close()
     return run_dir
+
+
+def say(line: str) -> None:
+    """A start-up or progress line, shown at once."""
+    print(line, flush=True)
 
 
 def measured_strategy(
