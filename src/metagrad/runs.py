@@ -16,6 +16,7 @@ import shutil
 import socket
 import tempfile
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,13 @@ def check_run_dir(
     Returns the checkpoint to resume from: None for a new run, and for a `resume` of a run
     stopped before its first checkpoint, which then starts afresh in its folder.
     """
+    check_not_in_use(run_dir)
+    return _check_folder(run_dir, config, resume=resume, overwrite=overwrite)
+
+
+def _check_folder(
+    run_dir: Path, config: Config, *, resume: bool, overwrite: bool
+) -> dict[str, Any] | None:
     if resume:
         state = resume_state(run_dir, config)
         check_writable(run_dir)
@@ -166,13 +174,29 @@ def init_run_dir(
             f"cannot create run folder {run_dir}: {err.strerror or err}; choose another --run-dir"
         ) from err
     hold.enter_context(RunLock(run_dir))
-    state = check_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
+    state = _check_folder(run_dir, config, resume=resume, overwrite=overwrite)
     if overwrite and not resume:
         _clear_run(run_dir)
-    if not is_run_folder(run_dir):
-        _write_marker(run_dir)
-    (run_dir / CONFIG_FILE).write_text(dump_yaml(config))
+    try:
+        if not is_run_folder(run_dir):
+            _write_marker(run_dir)
+        _replace_text(run_dir / CONFIG_FILE, dump_yaml(config))
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot write in run folder {run_dir}: {err.strerror or err}; nothing was lost. "
+            "Free disk space or make it writable, then start again"
+        ) from err
     return state
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all: a full disk leaves the previous one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _contents(run_dir: Path) -> list[Path]:
@@ -184,7 +208,7 @@ def _contents(run_dir: Path) -> list[Path]:
 
 def _write_marker(run_dir: Path) -> None:
     info = {"metagrad_run": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    (run_dir / MARKER_FILE).write_text(json.dumps(info) + "\n")
+    _replace_text(run_dir / MARKER_FILE, json.dumps(info) + "\n")
 
 
 def _clear_run(run_dir: Path) -> None:
@@ -199,6 +223,14 @@ def _clear_run(run_dir: Path) -> None:
         path.unlink()
 
 
+def check_not_in_use(run_dir: Path) -> None:
+    """Refuse a folder another process holds, before any compute; the lock is taken later."""
+    if (run_dir / LOCK_FILE).is_file():
+        with (run_dir / LOCK_FILE).open() as stream:
+            RunLock.acquire(stream)
+            fcntl.flock(stream, fcntl.LOCK_UN)
+
+
 class RunLock:
     """An exclusive `flock` on the run folder's lock file, naming its holder to whoever waits."""
 
@@ -207,23 +239,39 @@ class RunLock:
         self.stream = None
 
     def __enter__(self) -> RunLock:
-        stream = self.path.open("a+")
+        try:
+            stream = self.path.open("a+")
+        except OSError as err:
+            raise CheckpointError(
+                f"cannot lock run folder {self.path.parent}: {err.strerror or err}; make it "
+                "writable, or choose another --run-dir"
+            ) from err
+        try:
+            RunLock.acquire(stream)
+        except CheckpointError:
+            stream.close()
+            raise
+        with contextlib.suppress(OSError):  # naming the holder is a courtesy, not a need
+            stream.seek(0)
+            stream.truncate()
+            stream.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            stream.flush()
+        self.stream = stream
+        return self
+
+    @staticmethod
+    def acquire(stream: typing.IO) -> None:
+        """Lock the open lock file `stream`, or say who holds it."""
         try:
             fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             stream.seek(0)
             holder = stream.read().strip() or "another process"
-            stream.close()
+            folder = Path(stream.name).parent
             raise CheckpointError(
-                f"run folder {self.path.parent} is in use by {holder}; wait for it to finish or "
-                "stop it, or choose another --run-dir"
+                f"run folder {folder} is in use by {holder}; wait for it to finish or stop it, "
+                "or choose another --run-dir"
             ) from None
-        stream.seek(0)
-        stream.truncate()
-        stream.write(f"process {os.getpid()} on {socket.gethostname()}\n")
-        stream.flush()
-        self.stream = stream
-        return self
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.stream, fcntl.LOCK_UN)
