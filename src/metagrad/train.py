@@ -133,8 +133,7 @@ def _fit(
         }
         store.save(kind, step, state)
 
-    if not resume:
-        checkpoint("step", 0)
+    checkpoint("step", start)  # a resume too: it may continue from a best or time checkpoint
     budget = f", time budget {settings.time_budget:g} s" if settings.time_budget else ""
     say(f"training from step {start} to {settings.iterations}{budget} in {run_dir}")
     bar = tqdm(range(start, settings.iterations), desc=config.name, disable=not progress)
