@@ -92,7 +92,9 @@ def plot_learning_curves(runs: list[Path], path: Path) -> Path:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(axis_label(primary))
             ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    labelled = [ax for ax in axes if ax.get_legend_handles_labels()[0]]
+    if labelled:
+        labelled[0].legend(fontsize=8)
     return _save(fig, path)
 
 
