@@ -113,7 +113,21 @@ def build_tasks(
         split: (images[split] if images is not None else split_images(task, split)).to(device)
         for split in SPLITS
     }
+    if evaluation:
+        _check_eval_examples(config, splits, k_shot + n_query)
     return EpisodeSampler(splits, task.n_way, k_shot, n_query, seed=config.train.seed)
+
+
+def _check_eval_examples(config: Config, images: Mapping[str, ClassImages], needed: int) -> None:
+    """Name the `eval` fields when test tasks ask for more examples than a class has."""
+    available = min(images[split].num_examples for split in ("val", "test"))
+    if needed > available:
+        shots = "eval.k_shot" if config.eval.k_shot else "task.k_shot"
+        raise ConfigError(
+            f"eval.n_query = {config.eval.n_query} with {shots} = {needed - config.eval.n_query}"
+            f" needs {needed} examples per class, but the classes of the val and test splits have "
+            f"{available}; lower eval.n_query to at most {available - needed + config.eval.n_query}"
+        )
 
 
 @lru_cache(maxsize=8)

@@ -4,6 +4,10 @@ A checkpoint file is named `<kind>-<step>-<digest>.pt`, where `digest` is the st
 SHA-256 of its bytes: written to a temporary name, flushed to disk, then renamed, so a reader
 never sees a partial file under a checkpoint name, and a file damaged later (truncated, bit rot)
 fails its digest and is skipped with a warning in favour of an older one.
+
+Checkpoint files get the permissions of any file the process creates (0666 less the umask).
+The environment variable `METAGRAD_CHECKPOINT_PAUSE` (seconds) pauses between writing the
+temporary file and renaming it, so that tests can kill a process inside that window.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import io
 import os
 import re
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -60,24 +65,46 @@ class CheckpointStore:
                 found.append((int(match["step"]), path))
         return [path for _, path in sorted(found, reverse=True)]
 
+    def any_paths(self) -> list[Path]:
+        """Files of every kind, newest step first (unverified)."""
+        found = []
+        for path in self.folder.glob("*.pt"):
+            match = _NAME.match(path.name)
+            if match:
+                found.append((int(match["step"]), match["kind"] == "step", path))
+        return [path for *_, path in sorted(found, reverse=True)]
+
     def load(self, which: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         """The newest valid checkpoint of a kind (`last` = newest periodic one)."""
         kind = "step" if which == "last" else which
         candidates = self.paths(kind)
-        for path in candidates:
-            try:
-                return load_checkpoint(path, map_location)
-            except CheckpointError as err:
-                warnings.warn(f"{err}; trying an older checkpoint", stacklevel=2)
+        state = _first_valid(candidates, map_location)
+        if state is not None:
+            return state
         if candidates:
+            others = sorted({_NAME.match(p.name)["kind"] for p in self.any_paths()} - {kind})
+            choose = ", ".join("last" if k == "step" else k for k in others)
             raise CheckpointError(
-                f"every {which} checkpoint in {self.folder} is damaged; start the run again "
-                "with --overwrite"
+                f"every {which} checkpoint in {self.folder} is damaged; "
+                + (f"use another with --checkpoint ({choose})" if others else "none is usable")
             )
         raise CheckpointError(
             f"{self.folder} holds no {which} checkpoint; train first, or choose another with "
             "--checkpoint (last, best, time-<seconds>s or a file)"
         )
+
+    def latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        """The newest valid checkpoint of any kind: what a resume continues from.
+
+        Every kind holds the whole training state, so when the periodic ones are damaged the
+        run continues from an intact `best` or time snapshot instead."""
+        state = _first_valid(self.any_paths(), map_location)
+        if state is None:
+            raise CheckpointError(
+                f"every checkpoint in {self.folder} is damaged, so the run cannot continue; the "
+                "files are left as they are. Start a new run with another --run-dir"
+            )
+        return state
 
     def remove_temporary(self) -> None:
         """Temporary files left by a process killed while saving."""
@@ -85,15 +112,32 @@ class CheckpointStore:
             path.unlink(missing_ok=True)
 
 
+def _first_valid(paths: list[Path], map_location: str | torch.device) -> dict[str, Any] | None:
+    for path in paths:
+        try:
+            return load_checkpoint(path, map_location)
+        except CheckpointError as err:
+            warnings.warn(f"{err}; trying an older checkpoint", stacklevel=3)
+    return None
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; be like any other file
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        time.sleep(float(os.environ.get("METAGRAD_CHECKPOINT_PAUSE", 0)))
         os.replace(tmp_name, path)
     except BaseException as err:
         if tmp_name is not None:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from metagrad import __version__
 from metagrad.errors import CheckpointError, ConfigError, MetagradError
 from metagrad.execution.allocator import tune_allocator
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="metagrad",
         description="Gradient-based meta-learning: MAML, first-order MAML, Reptile.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(required=True, metavar="command")
 
     train = commands.add_parser("train", help="meta-train a preset or a YAML config")
@@ -48,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.add_argument(
-        "--time-budget", type=_duration, help="stop after this much training time: 900, 15m, 1h"
+        "--time-budget",
+        type=_duration,
+        help="stop after this much training time: 900, 15m, 1h. It counts the outer steps only: "
+        "loading data, choosing the execution strategy, validation and the final evaluation "
+        "come on top (sets train.time_budget)",
     )
     train.add_argument("--data-root", help="dataset folder (sets task.data_root)")
     train.add_argument(
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="best | last | time-<seconds>s | a .pt file (default: best)",
     )
     evaluate.add_argument("--split", default="test", choices=["test", "val"])
-    _add_overrides(evaluate, help_extra=" (e.g. eval.num_tasks=1000 eval.inner_lr=0.02)")
+    _add_overrides(evaluate, example="eval.num_tasks=1000 eval.inner_lr=0.02")
     evaluate.set_defaults(handler=_eval)
 
     plot = commands.add_parser("plot", help="figures of one run, or of several side by side")
@@ -137,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_overrides(parser: argparse.ArgumentParser, help_extra: str = "") -> None:
+def _add_overrides(parser: argparse.ArgumentParser, example: str = "train.iterations=1000") -> None:
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -145,7 +151,7 @@ def _add_overrides(parser: argparse.ArgumentParser, help_extra: str = "") -> Non
         nargs="+",
         action="extend",
         default=[],
-        help="override config fields, e.g. --set train.iterations=1000" + help_extra,
+        help=f"override config fields, e.g. --set {example}",
     )
 
 
@@ -194,7 +200,7 @@ def _eval(args: argparse.Namespace) -> int:
         args.run, checkpoint=args.checkpoint, split=args.split, overrides=args.overrides
     )
     print(format_summary(result))
-    print(f"saved {args.run / f'eval-{args.split}.json'}")
+    print(f"saved {result['saved_to']}")
     return 0
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -232,12 +234,17 @@ def _read_source(source: str | Path) -> dict[str, Any]:
         preset = resources.files("metagrad") / "configs" / f"{source}.yaml"
         if not preset.is_file():
             raise ConfigError(
-                f"unknown preset {str(source)!r}; choose one of: {', '.join(preset_names())}, "
-                "or give the path of a YAML file"
+                f"unknown preset {str(source)!r}{did_you_mean(str(source), preset_names())}; "
+                f"choose one of: {', '.join(preset_names())}, or give the path of a YAML file"
             )
         text = preset.read_text()
     elif path.is_file():
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError) as err:
+            raise ConfigError(
+                f"config file {str(path)!r} cannot be read as text ({err}); give a YAML file"
+            ) from err
     else:
         raise ConfigError(f"config file {str(path)!r} does not exist; give a preset name or a path")
     try:
@@ -247,6 +254,12 @@ def _read_source(source: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"config {str(source)!r} must be a mapping of sections, not {raw!r}")
     return raw
+
+
+def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest choice to a mistyped word, or nothing."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _set_path(raw: dict[str, Any], key: str, value: Any) -> None:
@@ -264,10 +277,17 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         raise ConfigError(f"{where or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    not_names = [key for key in raw if not isinstance(key, str)]
+    if not_names:
+        raise ConfigError(
+            f"config key {not_names[0]!r}{' in ' + where if where else ''} is not a name; "
+            f"valid keys: {', '.join(sorted(names))}"
+        )
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ConfigError(
-            f"unknown config key {_join(where, unknown[0])!r}; "
+            f"unknown config key {_join(where, unknown[0])!r}"
+            f"{did_you_mean(_join(where, unknown[0]), [_join(where, n) for n in names])}; "
             f"valid keys{' in ' + where if where else ''}: {', '.join(sorted(names))}"
         )
     values = {}
@@ -311,7 +331,13 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         with contextlib.suppress(ValueError):
             value = float(value)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{path} = {value!r} must be a finite number")
+        return number
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint in (bool, str) and isinstance(value, hint):
@@ -349,8 +375,14 @@ def parse_size(text: str | int | float) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
+MAX_SEED = 2**63 - 1
+MAX_IMAGE_SIZE = 512
+"""Larger images would take terabytes in memory at dataset scale (the presets use 28 to 84)."""
+
+
 def validate(config: Config) -> None:
     """Range rules that types cannot express."""
+    _validate_limits(config)
     positive = {
         "task.k_shot": config.task.k_shot,
         "task.n_query": config.task.n_query,
@@ -438,6 +470,30 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"algorithm.first_order = true only applies to maml, not {config.algorithm.name!r}; "
             "remove it"
+        )
+
+
+def _validate_limits(config: Config) -> None:
+    """Values that pass the type and sign checks but could not be used: a name that is a path,
+    seeds the generators refuse, images too large to hold, an MLP without hidden layers."""
+    name = config.name
+    if not re.fullmatch(r"[A-Za-z0-9_+=@,-][A-Za-z0-9_.+=@,-]*", name) or len(name) > 200:
+        raise ConfigError(
+            f"name = {name!r} must be a plain name (letters, digits, _ - . + = @ ,; not a path, "
+            "not starting with a dot), e.g. maml-sinusoid-5shot; choose where the run goes "
+            "with --run-dir"
+        )
+    if not 0 <= config.train.seed <= MAX_SEED:
+        raise ConfigError(f"train.seed = {config.train.seed} must be between 0 and 2**63 - 1")
+    if config.task.image_size > MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"task.image_size = {config.task.image_size} is above {MAX_IMAGE_SIZE} pixels: the "
+            "images of a dataset would not fit in memory; use 28 (Omniglot), 32 or 84"
+        )
+    if config.model.name == "mlp" and not config.model.hidden:
+        raise ConfigError(
+            "model.hidden = [] leaves the mlp without hidden layers (a linear model); give at "
+            "least one width, e.g. [40, 40]"
         )
 
 

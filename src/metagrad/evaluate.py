@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,12 @@ from metagrad.build import build_learner, build_tasks, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore, load_checkpoint
 from metagrad.config import Config, load_config
 from metagrad.data.class_images import ClassImages
+from metagrad.errors import CheckpointError
 from metagrad.execution import MetaLearner
 from metagrad.execution.strategies import map_tasks_no_grad
 from metagrad.models.batch_norm import TaskBatchNorm, fused_batch_norm
 from metagrad.models.functional import Params
+from metagrad.runs import check_writable, saved_config
 from metagrad.tasks.batch import TaskBatch
 
 
@@ -121,8 +124,9 @@ def format_summary(result: dict) -> str:
     """A plain-text table of an `evaluate_run` result: a row per inner step, `mean ± ci95`."""
     names = list(result["mean"])
     rows = [
-        f"{result['run']}: {result['split']} tasks ({result['num_tasks']}), checkpoint at step "
-        f"{result['step']}, inner lr {result['inner_lr']}, {result['n_query']} query per task"
+        f"{result['run']}: {result['split']} tasks ({result['num_tasks']}), "
+        f"{result['k_shot']}-shot, {result['checkpoint']} checkpoint at step {result['step']}, "
+        f"inner lr {result['inner_lr']}, {result['n_query']} query per task"
         f"{' (per class)' if 'accuracy' in result['mean'] else ''}"
         + (f", batch norm: {result['batch_norm']}" if result["batch_norm"] else "")
         + "; mean ± 95% CI",
@@ -144,8 +148,10 @@ def evaluate_run(
     overrides: Sequence[str] = (),
     images: Mapping[str, ClassImages] | None = None,
 ) -> dict:
-    """Evaluate a trained run on fixed tasks of `split`; writes `<run>/eval-<split>.json`.
+    """Evaluate a trained run on fixed tasks of `split`; writes the result to a new file
+    `<run>/eval-<split>-<checkpoint>-<K>shot-<S>steps[-<n>].json` (its path is `saved_to`).
     `images`: the classes the run was given from Python (see `fit`)."""
+    _check_run_folder(run_dir)
     config = load_config(run_dir / "config.yaml", overrides)
     device = resolve_device(config.train.device)
     state = read_checkpoint(run_dir, checkpoint, device)
@@ -169,8 +175,41 @@ def evaluate_run(
         "batch_norm": batch_norm_mode(learner.model, config.eval.batch_norm),
         **summarize(metrics).to_dict(),
     }
-    (run_dir / f"eval-{split}.json").write_text(json.dumps(result, indent=2))
-    return result
+    path = _write_new(run_dir, result)
+    return {**result, "saved_to": str(path)}
+
+
+def _check_run_folder(run_dir: Path) -> None:
+    """A run folder to read, where the result can be written: checked before any compute."""
+    saved_config(run_dir)
+    check_writable(run_dir)
+
+
+def result_stem(split: str, checkpoint: str, k_shot: int, inner_steps: int) -> str:
+    """`eval-test-best-5shot-10steps`: what was evaluated, as a file name."""
+    which = Path(checkpoint).stem if checkpoint.endswith(".pt") else checkpoint
+    which = re.sub(r"[^A-Za-z0-9_.-]", "_", which)
+    return f"eval-{split}-{which}-{k_shot}shot-{inner_steps}steps"
+
+
+def _write_new(run_dir: Path, result: dict) -> Path:
+    """Write `result` under a name no other result has: the same evaluation again gets `-2`, …"""
+    stem = result_stem(*(result[k] for k in ("split", "checkpoint", "k_shot", "inner_steps")))
+    number = 1
+    while True:
+        path = run_dir / (f"{stem}.json" if number == 1 else f"{stem}-{number}.json")
+        try:
+            with path.open("x") as stream:
+                stream.write(json.dumps(result, indent=2))
+            return path
+        except FileExistsError:
+            number += 1
+        except OSError as err:
+            path.unlink(missing_ok=True)
+            raise CheckpointError(
+                f"could not save the evaluation as {path}: {err.strerror or err}; free disk space "
+                "or make the run folder writable, then evaluate again"
+            ) from err
 
 
 def read_checkpoint(run_dir: Path, which: str, device: torch.device | str = "cpu") -> dict:

@@ -7,23 +7,44 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from metagrad.build import build_tasks, objective_for
-from metagrad.config import load_config
+from metagrad.config import Config, load_config
 from metagrad.errors import CheckpointError
 from metagrad.evaluate import load_learner, read_checkpoint
 from metagrad.logging import METRICS_FILE, read_metrics
+from metagrad.runs import saved_config
 
 
 def plot_runs(runs: list[Path], out_dir: Path) -> list[Path]:
     """Every figure that applies to `runs` (the first is the main one), as PNGs in `out_dir`."""
+    configs = [saved_config(run) for run in runs]
+    check_comparable(runs, configs)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [plot_learning_curves(runs, out_dir / "learning-curves.png")]
-    if all((run / "eval-test.json").is_file() for run in runs):
+    if all(latest_test_result(run) for run in runs):
         written.append(plot_metric_vs_steps(runs, out_dir / "metric-vs-steps.png"))
-    if load_config(runs[0] / "config.yaml").task.dataset == "sinusoid":
+    if configs[0].task.dataset == "sinusoid":
         written.append(plot_sinusoid_fits(runs, out_dir / "sinusoid-fits.png"))
     return written
+
+
+def check_comparable(runs: list[Path], configs: list[Config]) -> None:
+    """Runs share figures only when they measure the same thing (regression or classification)."""
+    kinds = {objective_for(config).primary: run for run, config in zip(runs, configs, strict=True)}
+    if len(kinds) > 1:
+        described = ", ".join(f"{run} ({metric})" for metric, run in kinds.items())
+        raise CheckpointError(
+            f"these runs measure different things and cannot share a figure: {described}; plot "
+            "regression and classification runs separately"
+        )
+
+
+def latest_test_result(run: Path) -> Path | None:
+    """The newest saved evaluation on test tasks (`metagrad eval`, or the one after training)."""
+    found = sorted(run.glob("eval-test*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return found[-1] if found else None
 
 
 CURVES = {
@@ -56,12 +77,22 @@ def plot_learning_curves(runs: list[Path], path: Path) -> Path:
                 points = [(r["step"], r[key]) for r in rows if key in r]
                 if points:
                     steps, values = zip(*points, strict=True)
-                    ax.plot(steps, values, style, color=f"C{color}", label=f"{run.name} {label}")
+                    ax.plot(
+                        steps,
+                        [shown(primary, v) for v in values],
+                        style,
+                        marker="o" if len(points) == 1 else None,  # one point draws no line
+                        color=f"C{color}",
+                        label=f"{run.name} {label}",
+                    )
             ax.set_title(f"{split} tasks")
             ax.set_xlabel("outer step")
-            ax.set_ylabel(primary)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(axis_label(primary))
             ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    labelled = [ax for ax in axes if ax.get_legend_handles_labels()[0]]
+    if labelled:
+        labelled[0].legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -70,16 +101,18 @@ def plot_metric_vs_steps(runs: list[Path], path: Path) -> Path:
     fig = Figure(figsize=(5.5, 4))
     ax = fig.subplots()
     for run in runs:
-        result = json.loads((run / "eval-test.json").read_text())
+        result = json.loads(latest_test_result(run).read_text())
         primary = objective_for(load_config(run / "config.yaml")).primary
-        mean = torch.tensor(result["mean"][primary])
-        ci = torch.tensor(result["ci95"][primary])
+        mean = torch.tensor([shown(primary, v) for v in result["mean"][primary]])
+        ci = torch.tensor([shown(primary, v) for v in result["ci95"][primary]])
         steps = range(len(mean))
-        ax.plot(steps, mean, marker="o", label=run.name)
+        shots = f", {result['k_shot']}-shot" if "k_shot" in result else ""
+        ax.plot(steps, mean, marker="o", label=f"{run.name}{shots}")
         ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2)
     ax.set_xlabel("inner (fine-tuning) steps at test time")
-    ax.set_ylabel(primary)
-    ax.set_title(f"test tasks ({result['num_tasks']})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(axis_label(primary))
+    ax.set_title(f"test tasks ({result['num_tasks']}){shots}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -125,6 +158,15 @@ def _fits(run: Path, config, batch, x_grid: torch.Tensor, steps: int) -> torch.T
         observe=lambda fast: {"y": network(fast, x_grid).squeeze(-1)},
     )
     return adaptation.observations["y"].detach()
+
+
+def shown(metric: str, value: float) -> float:
+    """A value as the figures show it: accuracy in percent."""
+    return 100 * value if metric == "accuracy" else value
+
+
+def axis_label(metric: str) -> str:
+    return "accuracy (%)" if metric == "accuracy" else metric
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -41,12 +42,26 @@ def fit(
     uninterrupted run exactly: the task stream is a function of the step, and the checkpoint
     holds everything else. SIGINT/SIGTERM stop after the current step with a checkpoint.
     `images`: the classes of each split (train, val, test) from Python, e.g.
-    `metagrad.data.splits_from_tensors(...)`, instead of `task.dataset`.
+    `metagrad.data.splits_from_tensors(...)`, instead of `task.dataset`. The run folder is
+    locked against other processes until `fit` returns.
     """
-    run_dir = Path(run_dir)
+    with contextlib.ExitStack() as hold:
+        return _fit(config, Path(run_dir), hold, resume, overwrite, progress, images)
+
+
+def _fit(
+    config: Config,
+    run_dir: Path,
+    hold: contextlib.ExitStack,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    images: Mapping[str, ClassImages] | None,
+) -> Path:
     check_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
     settings = config.train
     device = resolve_device(settings.device)
+    say(f"loading the {config.task.dataset} tasks")
     tasks = build_tasks(config, device, images=images)
     val_batches = [
         batch.to(device)
@@ -57,7 +72,9 @@ def fit(
             config.eval.batch_size,
         )
     ]
-    init_run_dir(run_dir, config, resume=resume)
+    state = init_run_dir(run_dir, config, resume=resume, overwrite=overwrite, hold=hold)
+    resume = state is not None  # a run stopped before its first checkpoint starts afresh
+    say(f"building the {config.model.name} model and the {config.algorithm.name} algorithm")
     learner = build_learner(config, device, images)
     optimizer = outer_optimizer(config, learner.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
@@ -68,7 +85,6 @@ def fit(
     window: dict[str, list[float]] = {}  # metrics of the steps since the last log line
     same_execution = False
     if resume:
-        state = store.load("last", device)
         same_execution = _execution_settings(config.to_dict()) == _execution_settings(
             state["config"]
         )
@@ -81,6 +97,7 @@ def fit(
     if not same_execution:
         first = tasks.sample("train", start, settings.meta_batch_size).to(device)
         if settings.max_memory is not None:
+            say("choosing the execution within the memory budget")
             learner.plan = planned_execution(learner, first, config)
         else:
             learner.choose_plan(first)
@@ -103,8 +120,9 @@ def fit(
         }
         store.save(kind, step, state)
 
-    if not resume:
-        checkpoint("step", 0)
+    checkpoint("step", start)  # a resume too: it may continue from a best or time checkpoint
+    budget = f", time budget {settings.time_budget:g} s" if settings.time_budget else ""
+    say(f"training from step {start} to {settings.iterations}{budget} in {run_dir}")
     bar = tqdm(range(start, settings.iterations), desc=config.name, disable=not progress)
     with GracefulStop() as stop:
         for step in bar:
@@ -132,6 +150,9 @@ def fit(
                 means = {name: sum(v) / len(v) for name, v in window.items()}
                 logger.log(done, "train", {**means, "outer_lr": scheduler.get_last_lr()[0]})
                 bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()})
+                if not progress:
+                    shown = ", ".join(f"{k} {v:.4g}" for k, v in means.items())
+                    say(f"step {done}/{settings.iterations} ({elapsed:.0f} s): {shown}")
                 window.clear()
             while snapshots and elapsed >= snapshots[0]:
                 checkpoint(f"time-{snapshots.pop(0):g}s", done)
@@ -209,3 +230,8 @@ def validate(config, learner, batches, logger, step) -> float:
     logged |= {f"post_{n}": m[-1].item() for n, m in means.items()}
     logger.log(step, "val", logged)
     return logged[f"post_{learner.network.objective.primary}"]
+
+
+def say(line: str) -> None:
+    """A start-up or progress line, shown at once."""
+    print(line, flush=True)

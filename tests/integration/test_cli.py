@@ -41,9 +41,13 @@ def test_train_eval_plot(tmp_path):
         tmp_path / "runs/maml-sinusoid-5shot",
         tmp_path / "runs/pretrain-sinusoid-5shot",
     )
-    assert {"config.yaml", "metrics.jsonl", "tensorboard", "checkpoints", "eval-test.json"} <= {
-        p.name for p in maml.iterdir()
-    }
+    assert {
+        "config.yaml",
+        "metrics.jsonl",
+        "tensorboard",
+        "checkpoints",
+        "eval-test-best-5shot-3steps.json",
+    } <= {p.name for p in maml.iterdir()}
     lines = [json.loads(line) for line in (maml / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if r["split"] == "train"] == [20, 40, 60]
     assert [r["step"] for r in lines if r["split"] == "val"] == [30, 60]
@@ -52,7 +56,8 @@ def test_train_eval_plot(tmp_path):
         "eval", str(maml), "--checkpoint", "last", "--set", "eval.inner_steps=5", cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads((maml / "eval-test.json").read_text())
+    assert "saved " + str(maml / "eval-test-last-5shot-5steps.json") in done.stdout
+    result = json.loads((maml / "eval-test-last-5shot-5steps.json").read_text())
     assert result["num_tasks"] == 30 and len(result["mean"]["mse"]) == 6 and result["step"] == 60
 
     done = metagrad("plot", str(maml), str(pretrain), cwd=tmp_path)
@@ -70,7 +75,7 @@ def test_train_eval_plot(tmp_path):
             "train.meta_batch_size = -4 must be > 0",
         ),
         (["train", "no-such-preset"], 2, "unknown preset 'no-such-preset'"),
-        (["eval", "runs/absent"], 2, "does not exist"),
+        (["eval", "runs/absent"], 4, "does not exist"),
     ],
 )
 def test_bad_input_fails_fast_with_exit_code_and_message(tmp_path, args, code, message):

@@ -1,6 +1,10 @@
 """Meta-training on the real Omniglot: a short CPU budget must beat chance by a wide margin."""
 
+import pytest
+
+from metagrad.build import build_tasks
 from metagrad.config import load_config
+from metagrad.errors import ConfigError
 from metagrad.evaluate import evaluate_run
 from metagrad.train import fit
 
@@ -20,3 +24,11 @@ def test_a_short_maml_run_on_real_omniglot_beats_chance_by_far(tmp_path, omniglo
     accuracy = result["mean"]["accuracy"]
     assert accuracy[0] < 0.3, "before adaptation a 5-way classifier is at chance"
     assert accuracy[-1] >= 0.6, accuracy  # chance is 0.2
+
+
+def test_evaluation_shapes_name_the_eval_fields(omniglot_root):
+    config = load_config(
+        "maml-omniglot-5w1s", [f"task.data_root={omniglot_root}", "eval.n_query=100"]
+    )
+    with pytest.raises(ConfigError, match=r"eval.n_query = 100 .* at most 19"):
+        build_tasks(config, evaluation=True)

@@ -72,3 +72,19 @@ def test_allocator_tuning_can_be_turned_off():
     env = {**os.environ, "METAGRAD_DEFAULT_MALLOC": "1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.stdout.strip() == "False"
+
+
+def test_gradient_files_are_read_as_tensors_only(tmp_path, monkeypatch):
+    from metagrad.bench import runner
+
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(runner.torch, "load", lambda *a, **k: loads.append(k) or real_load(*a, **k))
+    rows = []
+    for approach in (runner.REFERENCE, "batched"):
+        path = tmp_path / f"{approach}.pt"
+        torch.save([torch.ones(2)], path)
+        rows.append({"approach": approach, "grads_file": str(path)})
+    runner._compare_gradients(rows)
+    assert rows[1]["grad_rel_error"] == 0
+    assert loads and all(k.get("weights_only") is True for k in loads)

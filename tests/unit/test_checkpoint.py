@@ -92,3 +92,44 @@ def test_saving_a_step_again_replaces_the_file_of_that_step(tmp_path):
     store.save("step", 2, {**state(2), "note": "again"})
     assert len(store.paths("step")) == 2
     assert store.load("last")["note"] == "again"
+
+
+def test_resume_falls_back_to_any_intact_checkpoint(tmp_path):
+    store = CheckpointStore(tmp_path)
+    for step in (1, 2):
+        store.save("step", step, state(step))
+    store.save("best", 2, {**state(2), "kind": "best"})
+    for path in store.paths("step"):
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError) as error:
+        store.load("last")
+    assert "--checkpoint (best)" in str(error.value) and "--overwrite" not in str(error.value)
+    with pytest.warns(UserWarning, match="checksum"):
+        assert store.latest()["kind"] == "best"
+
+
+def test_a_damaged_best_points_to_the_last_checkpoint(tmp_path):
+    store = CheckpointStore(tmp_path)
+    store.save("step", 3, state(3))
+    best = store.save("best", 2, state(2))
+    best.write_bytes(b"garbage")
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match=r"--checkpoint \(last\)"):
+        store.load("best")
+
+
+def test_nothing_intact_is_an_error_that_keeps_the_files(tmp_path):
+    store = CheckpointStore(tmp_path)
+    path = store.save("step", 1, state(1))
+    path.write_bytes(b"garbage")
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="left as they are"):
+        store.latest()
+    assert path.read_bytes() == b"garbage"
+
+
+def test_checkpoint_files_respect_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = CheckpointStore(tmp_path).save("step", 1, state(1))
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -86,3 +86,40 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_fingerprint_changes_with_any_field():
     assert Config().fingerprint() == config_from_dict({}).fingerprint()
     assert Config().fingerprint() != config_from_dict({"train": {"seed": 1}}).fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.seed=-1"], "train.seed = -1 must be between 0 and 2**63 - 1"),
+        ([f"train.seed={2**70}"], f"train.seed = {2**70} must be between"),
+        (["task.image_size=100000"], "task.image_size = 100000 is above 512"),
+        (["train.outer_lr=.inf"], "train.outer_lr = inf must be a finite number"),
+        (["algorithm.inner_lr=.nan"], "algorithm.inner_lr = nan must be a finite number"),
+        (["train.time_budget=1e400"], "train.time_budget = inf must be a finite number"),
+        (["model.hidden=[]"], "model.hidden = [] leaves the mlp without hidden layers"),
+        (["name=../../x"], "name = '../../x' must be a plain name"),
+        (["name=.hidden"], "must be a plain name"),
+        (["train.iteratons=5"], "(did you mean 'train.iterations'?)"),
+    ],
+)
+def test_values_that_would_fail_later_are_refused_now(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        load_config("maml-sinusoid-5shot", overrides)
+    assert message in str(error.value)
+
+
+def test_a_mistyped_preset_gets_a_suggestion():
+    with pytest.raises(ConfigError, match="did you mean 'maml-sinusoid-5shot'"):
+        load_config("maml-sinusiod-5shot")
+
+
+def test_binary_files_and_keys_that_are_not_names_are_config_errors(tmp_path):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x00\xff\xfe\x80 not text")
+    with pytest.raises(ConfigError, match="cannot be read as text"):
+        load_config(binary)
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text("1: a\nfoo: b\n")
+    with pytest.raises(ConfigError, match="config key 1 is not a name"):
+        load_config(mixed)

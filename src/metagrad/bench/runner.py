@@ -101,11 +101,12 @@ def _compare_gradients(rows: list[dict]) -> None:
     reference = next((r for r in rows if r["approach"] == REFERENCE and "error" not in r), None)
     if reference is None or not reference.get("check", True):
         return
-    expected = torch.load(reference["grads_file"])
+    expected = torch.load(reference["grads_file"], weights_only=True)
     for row in rows:
         if "error" in row or row["approach"] == "sampler" or not row.get("check", True):
             continue
-        row["grad_rel_error"] = relative_error(torch.load(row["grads_file"]), expected)
+        grads = torch.load(row["grads_file"], weights_only=True)
+        row["grad_rel_error"] = relative_error(grads, expected)
 
 
 def _add_ratios(rows: list[dict]) -> None:
