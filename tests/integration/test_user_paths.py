@@ -61,7 +61,7 @@ def test_start_up_is_announced_and_progress_printed_without_a_bar(tmp_path, caps
     for line in (
         "loading the sinusoid tasks",
         "building the mlp model and the maml algorithm",
-        "choosing the fastest execution strategy",
+        "choosing how to execute a meta-step",
         "training from step 0 to 4",
         "step 4/4",
     ):
