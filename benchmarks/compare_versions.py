@@ -1,9 +1,11 @@
 """Two source trees of metagrad, timed alternately on the same `metagrad bench` workloads.
 
 A meta-step's time on a shared machine drifts by tens of percent over minutes, so two
-versions measured one after the other can differ by more than any change between them. This
-runs the bench worker of each tree in turn, `--rounds` times per approach, and keeps each
-version's fastest median (the least disturbed round), then prints the ratio.
+versions measured one after the other can differ by more than any change between them; and of
+two runs back to back, the first was measured up to 10% faster here whichever version it was.
+This runs the bench worker of each tree in turn, `--rounds` times per approach, the order
+swapped every round, and keeps each version's fastest median (the least disturbed round), then
+prints the ratio.
 
     python benchmarks/compare_versions.py OLD_SRC NEW_SRC sinusoid:vmap,loop omniglot-5w1s:hybrid
 
@@ -51,7 +53,7 @@ def main() -> None:
     parser.add_argument("old")
     parser.add_argument("new")
     parser.add_argument("workloads", nargs="+", help="SETTING:APPROACH[,APPROACH...]")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4, help="even: each order as often")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--lock")
     args = parser.parse_args()
@@ -61,9 +63,9 @@ def main() -> None:
         setting, _, approaches = workload.partition(":")
         for approach in approaches.split(","):
             best = {"old": float("inf"), "new": float("inf")}
-            for _ in range(args.rounds):
+            for round_ in range(args.rounds):
                 with locked(args.lock):
-                    for version in ("old", "new"):
+                    for version in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
                         seconds = measure(getattr(args, version), setting, approach, args.repeats)
                         best[version] = min(best[version], seconds)
             ratio = best["new"] / best["old"]
