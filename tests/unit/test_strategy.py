@@ -1,5 +1,7 @@
 """Every execution strategy and chunking gives the loop's meta-gradient (float64)."""
 
+import time
+
 import pytest
 import torch
 
@@ -114,3 +116,24 @@ def test_a_strategy_that_cannot_run_is_refused_with_the_ones_that_can(
         ExecutionPlan("hybrid", checkpoint_inner=True)
     with pytest.raises(ConfigError, match="not an execution strategy"):
         ExecutionPlan("vmapp")
+
+
+def test_the_probe_halves_the_candidates_each_round(tiny_mlp, sinusoid_batch, monkeypatch):
+    """Four strategies within 2× of each other: 4 first calls, then 4 and 2 timed ones."""
+    from metagrad.execution import plan as plan_module
+
+    seconds = {"loop": 0.01, "batched": 0.013, "hybrid": 0.016, "vmap": 0.019}
+    calls = []
+
+    def fake(algorithm, network, meta, batch, plan):
+        calls.append(plan.strategy)
+        time.sleep(seconds[plan.strategy])
+
+    monkeypatch.setattr(plan_module, "meta_gradient", fake)
+    model = tiny_mlp[0]
+    meta = MetaParameters(dict(model.named_parameters()), {})
+    network = Network(model, REGRESSION)
+    chosen = choose_plan(MAML(), network, meta, sinusoid_batch, ExecutionPlan(), report=print)
+    assert chosen.strategy == "loop"
+    assert len(calls) == 10
+    assert calls[-2:] == ["loop", "batched"]

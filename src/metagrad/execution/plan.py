@@ -31,9 +31,9 @@ Report = Callable[[str], object]
 
 PROBE_SECONDS = 60.0
 """The probe stops timing after this long and keeps the fastest strategy so far."""
-LOSING = 1.5
-"""A strategy whose step is this many times slower than the fastest so far is dropped (twice
-that after the first, warm-up call)."""
+LOSING = 2.0
+"""A strategy whose step is this many times slower than the fastest so far is dropped, even
+after its first call (which also pays one-off costs)."""
 PROBE_ORDER = ("loop", "batched", "hybrid", "vmap")
 """The lightest first: if time runs out, what was measured is the safest choice."""
 
@@ -127,9 +127,10 @@ def choose_plan(
 ) -> ExecutionPlan:
     """`requested` if its strategy is given; for `auto`, the fastest strategy on `batch`.
 
-    The probe runs each candidate once (which also warms it up), then times one meta-step of
-    each remaining candidate per round, for up to three rounds, dropping any candidate more than
-    `LOSING` times slower than the fastest; after `seconds` the fastest so far wins. It reports
+    The probe runs each candidate once (which also warms it up) and drops those more than
+    `LOSING` times slower than the fastest; then, in rounds, it times one meta-step of each
+    remaining candidate and keeps the faster half (successive halving), until one is left: for
+    four strategies, 10 meta-steps in all. After `seconds`, the fastest so far wins. It reports
     what it does. Memory it freed is handed back afterwards, so the chosen strategy runs
     as fast after the probe as in a fresh process.
     """
@@ -162,16 +163,18 @@ def choose_plan(
             + "; ".join(f"{s}: {why}" for s, why in failures.items())
         )
     report("  first calls: " + _timings(first))
-    candidates = [s for s in first if first[s] <= 2 * LOSING * min(first.values())]
+    candidates = [s for s in first if first[s] <= LOSING * min(first.values())]
     best: dict[str, float] = {}
     for round_ in range(1, 4):
         if len(candidates) <= 1 or time.perf_counter() - start > seconds:
             break
         for strategy in candidates:
             best[strategy] = min(best.get(strategy, math.inf), measure(strategy))
-        fastest = min(best[s] for s in candidates)
-        candidates = [s for s in candidates if best[s] <= LOSING * fastest]
-        report(f"  round {round_}: " + _timings(best))
+        ranked = sorted(candidates, key=best.get)
+        # successive halving: the faster half goes on, and none far behind the fastest
+        keep = ranked[: math.ceil(len(ranked) / 2)]
+        candidates = [s for s in keep if best[s] <= LOSING * best[ranked[0]]]
+        report(f"  round {round_}: " + _timings({s: best[s] for s in ranked}))
     chosen = min(candidates, key=lambda s: best.get(s, first[s]))
     gc.collect()
     release_free_memory()
