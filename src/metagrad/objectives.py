@@ -15,7 +15,8 @@ Metrics = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 @dataclass(frozen=True)
 class Objective:
     """Loss and metrics of one task (`[n, ...]` outputs), and, optionally, the same per task for
-    a stack of tasks (`[T, n, ...]` outputs → `[T]` values): what the `batched` strategy needs."""
+    a stack of tasks (`[T, n, ...]` outputs → `[T]` values), written directly to save the cost
+    of vectorising the one-task forms (which is done where they are missing)."""
 
     loss: Loss
     metrics: Metrics

@@ -4,12 +4,13 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from metagrad.algorithms import MAML, MetaParameters, Pretrain, Reptile
 from metagrad.errors import ConfigError
 from metagrad.execution import ExecutionPlan, Network, choose_plan, meta_gradient
 from metagrad.models import Conv4
-from metagrad.objectives import CLASSIFICATION, REGRESSION
+from metagrad.objectives import CLASSIFICATION, REGRESSION, Objective
 from metagrad.tasks import TaskBatch
 
 ALGORITHMS = {
@@ -137,3 +138,19 @@ def test_the_probe_halves_the_candidates_each_round(tiny_mlp, sinusoid_batch, mo
     assert chosen.strategy == "loop"
     assert len(calls) == 10
     assert calls[-2:] == ["loop", "batched"]
+
+
+def test_an_objective_of_one_task_only_runs_stacked_too(tiny_mlp, sinusoid_batch, gradient_of):
+    """Without per-task forms, the stacked learner vectorises the one-task loss and metrics."""
+    plain = Objective(
+        loss=F.mse_loss,
+        metrics=lambda outputs, y: {"mse": F.mse_loss(outputs, y)},
+        primary="mse",
+        higher_is_better=False,
+    )
+    model = tiny_mlp[0]
+    reference, reference_metrics = gradient_of(MAML(2, 0.05), model, plain, sinusoid_batch, "loop")
+    grads, metrics = gradient_of(MAML(2, 0.05), model, plain, sinusoid_batch, "batched")
+    for k in reference:
+        torch.testing.assert_close(grads[k], reference[k], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(metrics["query_mse"], reference_metrics["query_mse"])

@@ -35,9 +35,8 @@ class Network:
 
     @property
     def can_stack(self) -> bool:
-        """Whether the network and the objective have task-batched forms (`forward_tasks`,
-        per-task losses)."""
-        return hasattr(self.module, "forward_tasks") and self.objective.task_loss is not None
+        """Whether the network has a task-batched form (`forward_tasks`)."""
+        return hasattr(self.module, "forward_tasks")
 
     def task_learner(self, checkpoint_inner: bool = False) -> TaskLearner:
         return TaskLearner(self, checkpoint_inner)
@@ -111,11 +110,14 @@ class StackLearner(TaskLearner):
         return self.network.module.forward_tasks(self._per_task(params, x.shape[0]), x)
 
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.network.objective.task_loss(outputs, y)
+        objective = self.network.objective
+        return (objective.task_loss or torch.func.vmap(objective.loss))(outputs, y)
 
     def metrics(self, prefix: str, outputs: torch.Tensor, y: torch.Tensor) -> Metrics:
+        objective = self.network.objective
         with torch.no_grad():
-            values = self.network.objective.task_metrics(outputs.detach(), y)
+            per_task = objective.task_metrics or torch.func.vmap(objective.metrics)
+            values = per_task(outputs.detach(), y)
         return {f"{prefix}_{k}": v for k, v in values.items()}
 
     def adapt(self, params: Params, x: torch.Tensor, y: torch.Tensor, **kwargs) -> Adaptation:

@@ -102,7 +102,7 @@ def meta_gradient(
     if plan.strategy not in strategies_for(network, plan.checkpoint_inner):
         raise ConfigError(
             f"strategy {plan.strategy} cannot run this network: batched needs a network with "
-            "forward_tasks (the MLP and the Conv-4) and an objective with per-task losses. "
+            "forward_tasks (the MLP and the Conv-4). "
             f"Choose one of {', '.join(strategies_for(network, plan.checkpoint_inner))}, or auto"
         )
     parts = TaskParts(algorithm, meta, network, plan.checkpoint_inner)
