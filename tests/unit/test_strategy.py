@@ -53,7 +53,7 @@ def test_strategies_match_the_per_task_loop(
 
 
 def test_the_probe_keeps_the_fastest_strategy_and_drops_the_slow_ones(tiny_mlp, sinusoid_batch):
-    """A strategy made 20× slower than the others is dropped after its first call."""
+    """A strategy made far slower than the others is dropped after its first call."""
     model = tiny_mlp[0]
     network = Network(model, REGRESSION)
     meta = MetaParameters(dict(model.named_parameters()), {})
@@ -63,9 +63,7 @@ def test_the_probe_keeps_the_fastest_strategy_and_drops_the_slow_ones(tiny_mlp, 
         def inner(self, learner, meta, x_support, y_support):
             calls.append(type(learner).__name__)
             if type(learner).__name__ == "StackLearner":
-                torch.ones(800, 800) @ torch.ones(800, 800)  # work only the batched run does
-                for _ in range(30):
-                    torch.ones(400, 400) @ torch.ones(400, 400)
+                time.sleep(0.1)  # only the batched run is slow
             return super().inner(learner, meta, x_support, y_support)
 
     lines = []
@@ -120,10 +118,11 @@ def test_a_strategy_that_cannot_run_is_refused_with_the_ones_that_can(
 
 
 def test_the_probe_halves_the_candidates_each_round(tiny_mlp, sinusoid_batch, monkeypatch):
-    """Four strategies within 2× of each other: 4 first calls, then 4 and 2 timed ones."""
+    """Four strategies within 2× of each other, each call long enough to be timed alone: 4
+    first calls, then 4 and 2 timed ones."""
     from metagrad.execution import plan as plan_module
 
-    seconds = {"loop": 0.01, "batched": 0.013, "hybrid": 0.016, "vmap": 0.019}
+    seconds = {"loop": 0.06, "batched": 0.075, "hybrid": 0.09, "vmap": 0.105}
     calls = []
 
     def fake(algorithm, network, meta, batch, plan):
