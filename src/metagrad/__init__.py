@@ -1,9 +1,13 @@
-"""metagrad: gradient-based meta-learning (MAML, first-order MAML, Reptile) for PyTorch."""
+"""metagrad: gradient-based meta-learning (MAML, first-order MAML, Reptile, ANIL, BOIL, Meta-SGD)
+for PyTorch."""
 
 from metagrad.algorithms import (
+    ANIL,
+    BOIL,
     MAML,
     Algorithm,
     MetaParameters,
+    MetaSGD,
     Pretrain,
     Reptile,
     adam,
@@ -30,6 +34,8 @@ from metagrad.train import fit
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANIL",
+    "BOIL",
     "CLASSIFICATION",
     "MAML",
     "MLP",
@@ -46,6 +52,7 @@ __all__ = [
     "Interrupted",
     "MetaLearner",
     "MetaParameters",
+    "MetaSGD",
     "MetagradError",
     "Network",
     "NonFiniteError",

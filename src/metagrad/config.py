@@ -62,7 +62,9 @@ class TaskConfig:
 
 
 BUILT_IN_MODELS = ("mlp", "conv4", "resnet12")
-BUILT_IN_ALGORITHMS = ("maml", "reptile", "pretrain")
+BUILT_IN_ALGORITHMS = ("maml", "reptile", "pretrain", "anil", "boil", "metasgd")
+FIRST_ORDER_ALGORITHMS = ("maml", "anil", "boil", "metasgd")
+"""The built-in algorithms with a second-order inner loop that `algorithm.first_order` detaches."""
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,16 @@ class AlgorithmConfig:
     """The meta-gradient rule and the inner loop it stands on."""
 
     name: str = "maml"
-    """maml (first_order selects FOMAML), reptile, pretrain (joint training, no inner loop), or an
-    algorithm of your own: `package.module:Class`, a subclass of metagrad.algorithms.Algorithm
-    (given inner_steps, inner_lr, inner_optimizer and algorithm.kwargs)."""
+    """maml (first_order selects FOMAML), reptile, pretrain (joint training, no inner loop), anil
+    (the inner loop adapts the head only), boil (the body only), metasgd (a learned inner
+    learning rate per parameter entry; see docs/algorithms.md), or an algorithm of your own:
+    `package.module:Class`, a subclass of metagrad.algorithms.Algorithm (given inner_steps,
+    inner_lr, inner_optimizer and algorithm.kwargs)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
-    """Further keyword arguments of an algorithm of your own."""
+    """Further keyword arguments of the algorithm: anil and boil take `head`, the name prefix of
+    the head's parameters (default `head.`); an algorithm of your own, its own."""
     first_order: bool = False
-    """MAML only: detach the inner gradients (first-order MAML)."""
+    """maml, anil, boil, metasgd: detach the inner gradients (first-order MAML)."""
     inner_steps: int = 1
     """Gradient steps of the inner loop during meta-training (alpha steps)."""
     inner_lr: float = 0.01
@@ -466,10 +471,10 @@ def validate(config: Config) -> None:
             f"model.hidden = {list(config.model.hidden)} for conv4 must be one number, the "
             "filters per layer, e.g. [64]"
         )
-    if config.algorithm.first_order and config.algorithm.name != "maml":
+    if config.algorithm.first_order and config.algorithm.name not in FIRST_ORDER_ALGORITHMS:
         raise ConfigError(
-            f"algorithm.first_order = true only applies to maml, not {config.algorithm.name!r}; "
-            "remove it"
+            f"algorithm.first_order = true only applies to {', '.join(FIRST_ORDER_ALGORITHMS)}, "
+            f"not {config.algorithm.name!r}; remove it"
         )
 
 

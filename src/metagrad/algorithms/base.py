@@ -149,19 +149,33 @@ class Algorithm:
         y_support: torch.Tensor,
         *,
         first_order: bool,
+        optimizer: InnerOptimizer | None = None,
+        fixed: Params | None = None,
     ) -> tuple[Params, Metrics]:
-        """`inner_steps` steps from `params` on the support set, and `support_*` metrics of the
-        parameters before adaptation (taken from the first step, so free)."""
+        """`inner_steps` steps from `params` on the support set (with `optimizer`, default
+        `self.optimizer()`; the parameters in `fixed` take part but are not adapted), and
+        `support_*` metrics of the parameters before adaptation (taken from the first step, so
+        free). Returns the adapted `params` only."""
         adaptation = learner.adapt(
             params,
             x_support,
             y_support,
             steps=self.inner_steps,
-            optimizer=self.optimizer(),
+            optimizer=optimizer or self.optimizer(),
             first_order=first_order,
+            fixed=fixed,
         )
         outputs = adaptation.initial_outputs
         if outputs is None:  # no inner step: one forward pass just for the metrics
             with torch.no_grad():
-                outputs = learner(params, x_support)
+                outputs = learner({**(fixed or {}), **params}, x_support)
         return adaptation.params, learner.metrics("support", outputs, y_support)
+
+
+def split_head(params: Params, prefix: str) -> tuple[Params, Params]:
+    """`(body, head)`: the head is every parameter whose name starts with `prefix`; when none
+    does, the last layer, taken to be the last two parameters (a linear layer's weight and
+    bias, e.g. `4.weight` and `4.bias` of an `nn.Sequential` MLP)."""
+    names = [k for k in params if k.startswith(prefix)] or list(params)[-2:]
+    head = {k: params[k] for k in names}
+    return {k: v for k, v in params.items() if k not in head}, head
