@@ -29,9 +29,13 @@ class Network:
     module: nn.Module
     objective: Objective
     buffers: Params = field(init=False)
+    shapes: dict[str, torch.Size] = field(init=False)
+    """Each parameter's shape, to tell θ from a stack of per-task copies."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "buffers", dict(self.module.named_buffers()))
+        shapes = {k: p.shape for k, p in self.module.named_parameters()}
+        object.__setattr__(self, "shapes", shapes)
 
     @property
     def can_stack(self) -> bool:
@@ -131,7 +135,7 @@ class StackLearner(TaskLearner):
 
     def _per_task(self, params: Params, num_tasks: int) -> Params:
         """θ as one view per task; parameters that already have one copy per task as they are."""
-        shapes = {k: p.shape for k, p in self.network.module.named_parameters()}
+        shapes = self.network.shapes
         return {
             k: p.expand(num_tasks, *p.shape) if p.shape == shapes[k] else p
             for k, p in params.items()

@@ -21,13 +21,14 @@ time (`loop` holds one task's).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from metagrad.algorithms.base import Algorithm, MetaParameters, Metrics
-from metagrad.execution.network import Network
+from metagrad.execution.network import Network, TaskLearner
 from metagrad.models.batch_norm import fused_batch_norm
 from metagrad.models.functional import Params
 from metagrad.tasks.batch import Task, TaskBatch
@@ -54,8 +55,8 @@ class TaskParts:
     checkpoint_inner: bool = False
     stacked: bool = False
 
-    @property
-    def learner(self):
+    @functools.cached_property
+    def learner(self) -> TaskLearner:
         if self.stacked:
             return self.network.stack_learner(self.checkpoint_inner)
         return self.network.task_learner(self.checkpoint_inner)
