@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metagrad.algorithms.base import Metrics, split_head
-from metagrad.algorithms.inner import Adaptation, Observe
+from metagrad.algorithms.base import split_head
 from metagrad.algorithms.maml import MAML
 from metagrad.models.functional import Params
 
@@ -30,25 +29,3 @@ class ANIL(MAML):
         """`(adapted, fixed)`: the parameters the inner loop adapts, and the others."""
         body, head = split_head(params, self.head)
         return head, body
-
-    def inner(self, learner, meta, x_support, y_support) -> tuple[Params, Metrics]:
-        adapted, fixed = self.split(meta.network)
-        fast, metrics = self.adapted(
-            learner, adapted, x_support, y_support, first_order=self.first_order, fixed=fixed
-        )
-        return {**meta.network, **fast}, metrics
-
-    def adapt_for_test(
-        self, learner, meta, x_support, y_support, *, steps, lr=None, observe: Observe | None = None
-    ) -> Adaptation:
-        adapted, fixed = self.split(meta.network)
-        return learner.adapt(
-            adapted,
-            x_support,
-            y_support,
-            steps=steps,
-            optimizer=self.optimizer(lr),
-            first_order=True,
-            observe=observe,
-            fixed=fixed,
-        )

@@ -125,17 +125,24 @@ class Algorithm:
         lr: float | None = None,
         observe: Observe | None = None,
     ) -> Adaptation:
-        """Test-time adaptation: `steps` inner steps of every network parameter (lr `lr`, or
-        the training one), observing the adapted parameters after each."""
+        """Test-time adaptation: `steps` inner steps of the parameters `split` adapts (lr `lr`,
+        or the training one), observing the network's parameters after each."""
+        adapted, fixed = self.split(meta.network)
         return learner.adapt(
-            meta.network,
+            adapted,
             x_support,
             y_support,
             steps=steps,
             optimizer=self.optimizer(lr),
             first_order=True,
             observe=observe,
+            fixed=fixed,
         )
+
+    def split(self, params: Params) -> tuple[Params, Params]:
+        """`(adapted, fixed)`: the network parameters the inner loop adapts, and the others
+        (all adapted by default)."""
+        return params, {}
 
     def optimizer(self, lr: float | None = None) -> InnerOptimizer:
         """The inner optimizer at learning rate `lr` (default: `inner_lr`)."""

@@ -20,9 +20,11 @@ class MAML(Algorithm):
     first_order: bool = False
 
     def inner(self, learner, meta, x_support, y_support) -> tuple[Params, Metrics]:
-        return self.adapted(
-            learner, meta.network, x_support, y_support, first_order=self.first_order
+        adapted, fixed = self.split(meta.network)
+        fast, metrics = self.adapted(
+            learner, adapted, x_support, y_support, first_order=self.first_order, fixed=fixed
         )
+        return {**meta.network, **fast}, metrics
 
     def outer(self, learner: Learner, meta: MetaParameters, fast: Params, task: Task) -> Metrics:
         outputs = learner(fast, task.x_query)
