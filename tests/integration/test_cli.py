@@ -104,6 +104,7 @@ SIGNAL_RUN = [
     "train.val_every=500",
     "train.val_tasks=20",
     "eval.num_tasks=20",
+    "train.strategy=batched",  # `auto` picks by timing, and strategies round differently
 ]
 
 

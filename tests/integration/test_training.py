@@ -81,7 +81,9 @@ def crash_at(monkeypatch, crash_step):
 def test_resume_gives_the_uninterrupted_run_bit_for_bit(
     tmp_path, monkeypatch, crash_step, resumed_from
 ):
-    config = short_config("train.ckpt_every=50", "train.val_every=50", iterations=150)
+    config = short_config(  # a fixed strategy: `auto` picks by timing
+        "train.ckpt_every=50", "train.val_every=50", "train.strategy=batched", iterations=150
+    )
     whole = fit(config, tmp_path / "whole", progress=False)
     restore = crash_at(monkeypatch, crash_step)
     with pytest.raises(RuntimeError, match="simulated crash"):
