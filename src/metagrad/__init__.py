@@ -1,14 +1,18 @@
 """metagrad: gradient-based meta-learning (MAML, first-order MAML, Reptile, ANIL, BOIL, Meta-SGD)
-for PyTorch."""
+and the baselines they are judged against (Prototypical Networks, Baseline, Baseline++) for
+PyTorch."""
 
 from metagrad.algorithms import (
     ANIL,
     BOIL,
     MAML,
     Algorithm,
+    Baseline,
+    BaselinePlusPlus,
     MetaParameters,
     MetaSGD,
     Pretrain,
+    ProtoNets,
     Reptile,
     adam,
     adapt,
@@ -41,6 +45,8 @@ __all__ = [
     "MLP",
     "REGRESSION",
     "Algorithm",
+    "Baseline",
+    "BaselinePlusPlus",
     "CheckpointError",
     "ClassImages",
     "Config",
@@ -57,6 +63,7 @@ __all__ = [
     "Network",
     "NonFiniteError",
     "Pretrain",
+    "ProtoNets",
     "Reptile",
     "SinusoidTasks",
     "TaskBatch",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from functools import lru_cache
 
 import torch
 from torch import nn
 
-from metagrad.algorithms import build_algorithm
+from metagrad.algorithms import algorithm_class, build_algorithm
 from metagrad.config import Config, TaskConfig
 from metagrad.data.class_images import ClassImages
 from metagrad.data.folder import load_image_folder
@@ -45,27 +46,29 @@ def resolve_device(name: str) -> torch.device:
 def build_model(config: Config, channels: int | None = None) -> nn.Module:
     """The network named by `config.model`, shaped for `config.task` (and for images of
     `channels` channels where given): a built-in one, or a user's factory
-    (`model.name: package.module:function`)."""
+    (`model.name: package.module:function`). For an algorithm without a classification head
+    (`Algorithm.headless`) it is built with `num_classes = 0`: an embedding."""
     channels = channels or image_channels(config)
+    num_classes = 0 if algorithm_class(config).headless else config.task.n_way
     if is_user_code(config.model.name):
         return user_model(
             config.model.name,
             config.model.kwargs,
-            num_classes=config.task.n_way if config.task.dataset != "sinusoid" else 1,
+            num_classes=num_classes if config.task.dataset != "sinusoid" else 1,
             in_channels=channels,
             image_size=config.task.image_size,
         )
     if config.model.name == "resnet12":
         return ResNet12(
             channels,
-            config.task.n_way,
+            num_classes,
             config.task.image_size,
             channels=config.model.hidden,
         )
     if config.model.name == "conv4":
         return Conv4(
             in_channels=channels,
-            num_classes=config.task.n_way,
+            num_classes=num_classes,
             image_size=config.task.image_size,
             hidden=config.model.hidden[0],
             pool=config.model.pool,
@@ -115,7 +118,9 @@ def build_tasks(
     }
     if evaluation:
         _check_eval_examples(config, splits, k_shot + n_query)
-    return EpisodeSampler(splits, task.n_way, k_shot, n_query, seed=config.train.seed)
+    n_way = (config.eval.n_way or task.n_way) if evaluation else task.n_way
+    labels = algorithm_class(config).train_labels
+    return EpisodeSampler(splits, n_way, k_shot, n_query, config.train.seed, labels)
 
 
 def _check_eval_examples(config: Config, images: Mapping[str, ClassImages], needed: int) -> None:
@@ -184,4 +189,29 @@ def build_learner(
     plan = ExecutionPlan(settings.strategy, settings.chunk_size, settings.checkpoint_inner)
     channels = images["train"].images.shape[2] if images is not None else None
     model = init_model(config, channels).to(device)
-    return MetaLearner(build_algorithm(config), model, objective_for(config), plan)
+    algorithm = build_algorithm(config, **_data_shape(config, model, channels, images))
+    if config.eval.n_way not in (None, config.task.n_way) and not algorithm.headless:
+        raise ConfigError(
+            f"eval.n_way = {config.eval.n_way} but the network's head has task.n_way = "
+            f"{config.task.n_way} outputs ({config.algorithm.name} adapts it); remove eval.n_way, "
+            "or use an algorithm without a head (protonets, baseline, baselinepp)"
+        )
+    return MetaLearner(algorithm, model, objective_for(config), plan)
+
+
+def _data_shape(
+    config: Config,
+    model: nn.Module,
+    channels: int | None,
+    images: Mapping[str, ClassImages] | None,
+) -> dict[str, int]:
+    """What an algorithm may need to know of the data and the network: the number of
+    training classes (`classes`) and of the network's outputs (`features`)."""
+    if config.task.dataset == "sinusoid" or not algorithm_class(config).headless:
+        return {}
+    train = images["train"] if images is not None else split_images(config.task, "train")
+    size = config.task.image_size
+    probe = torch.zeros(2, channels or image_channels(config), size, size)
+    with torch.no_grad():  # on a copy: a user's batch norm may update running statistics
+        outputs = copy.deepcopy(model).cpu()(probe)
+    return {"classes": len(train), "features": outputs.shape[-1]}

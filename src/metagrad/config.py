@@ -62,8 +62,20 @@ class TaskConfig:
 
 
 BUILT_IN_MODELS = ("mlp", "conv4", "resnet12")
-BUILT_IN_ALGORITHMS = ("maml", "reptile", "pretrain", "anil", "boil", "metasgd")
+BUILT_IN_ALGORITHMS = (
+    "maml",
+    "reptile",
+    "pretrain",
+    "anil",
+    "boil",
+    "metasgd",
+    "protonets",
+    "baseline",
+    "baselinepp",
+)
 FIRST_ORDER_ALGORITHMS = ("maml", "anil", "boil", "metasgd")
+CLASSIFIERS = ("protonets", "baseline", "baselinepp")
+"""The built-in algorithms that classify with something other than the network's head."""
 """The built-in algorithms with a second-order inner loop that `algorithm.first_order` detaches."""
 
 
@@ -91,7 +103,10 @@ class AlgorithmConfig:
     name: str = "maml"
     """maml (first_order selects FOMAML), reptile, pretrain (joint training, no inner loop), anil
     (the inner loop adapts the head only), boil (the body only), metasgd (a learned inner
-    learning rate per parameter entry; see docs/algorithms.md), or an algorithm of your own:
+    learning rate per parameter entry), protonets (Prototypical Networks: no inner loop, no
+    head), baseline and baselinepp (Baseline / Baseline++: a linear or cosine classifier over
+    all training classes, a new one fitted to each test task's support set); see
+    docs/algorithms.md. Or an algorithm of your own:
     `package.module:Class`, a subclass of metagrad.algorithms.Algorithm (given inner_steps,
     inner_lr, inner_optimizer and algorithm.kwargs)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -167,6 +182,10 @@ class EvalConfig:
     """Evaluate after every inner step 0..inner_steps."""
     inner_lr: float | None = None
     """Inner learning rate at test time; null = the training one."""
+    n_way: int | None = None
+    """Classes per test task; null = task.n_way. Only for algorithms without a classification
+    head (protonets, baseline, baselinepp), which may train on more ways than they are tested
+    on."""
     k_shot: int | None = None
     """Support examples per test task (per class); null = task.k_shot. Reptile trains on more
     shots than it is tested on."""
@@ -409,6 +428,8 @@ def validate(config: Config) -> None:
         positive["train.chunk_size"] = config.train.chunk_size
     if config.eval.k_shot is not None:
         positive["eval.k_shot"] = config.eval.k_shot
+    if config.eval.n_way is not None:
+        positive["eval.n_way"] = config.eval.n_way
     if config.eval.inner_lr is not None:
         positive["eval.inner_lr"] = config.eval.inner_lr
     if config.train.time_budget is not None:
@@ -470,6 +491,17 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"model.hidden = {list(config.model.hidden)} for conv4 must be one number, the "
             "filters per layer, e.g. [64]"
+        )
+    if config.algorithm.name in CLASSIFIERS and config.task.dataset == "sinusoid":
+        raise ConfigError(
+            f"algorithm.name = {config.algorithm.name} classifies, but task.dataset = sinusoid "
+            "is regression; use maml, reptile, pretrain, anil, boil or metasgd"
+        )
+    if config.model.name == "conv4" and config.model.pool == "max" and config.task.image_size < 16:
+        raise ConfigError(
+            f"task.image_size = {config.task.image_size} is too small for conv4 with "
+            "model.pool = max: its four 2×2 max-poolings need at least 16 pixels; use "
+            "model.pool = stride, or images of 16 pixels or more"
         )
     if config.algorithm.first_order and config.algorithm.name not in FIRST_ORDER_ALGORITHMS:
         raise ConfigError(

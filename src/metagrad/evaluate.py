@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,23 +59,31 @@ def adapted_metrics(
     network = learner.network.task_learner()
     objective = learner.network.objective
 
-    def predict(fast: Params, x_support: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
+    algorithm = learner.algorithm
+
+    def predictor(x_support, y_support, x_query) -> Callable[[Params], torch.Tensor]:
         if not inductive:
-            return network(fast, x_query)
+            return algorithm.predictor(network, meta, x_support, y_support, x_query)
         support = x_support.expand(x_query.shape[0], *x_support.shape)
         batches = torch.cat([support, x_query[:, None]], dim=1)
-        with fused_batch_norm(False):
-            return torch.func.vmap(lambda b: network(fast, b)[-1])(batches)
+
+        def each(fast: Params, batch: torch.Tensor) -> torch.Tensor:
+            return algorithm.predictor(network, meta, x_support, y_support, batch)(fast)[-1]
+
+        def outputs(fast: Params) -> torch.Tensor:
+            with fused_batch_norm(False):
+                return torch.func.vmap(each, in_dims=(None, 0))(fast, batches)
+
+        return outputs
 
     def task(x_support, y_support, x_query, y_query) -> dict[str, torch.Tensor]:
-        return learner.algorithm.adapt_for_test(
-            network,
-            meta,
-            x_support,
-            y_support,
-            steps=steps,
-            lr=lr,
-            observe=lambda fast: objective.metrics(predict(fast, x_support, x_query), y_query),
+        predict = predictor(x_support, y_support, x_query)
+
+        def observe(fast: Params) -> dict[str, torch.Tensor]:
+            return objective.metrics(predict(fast), y_query)
+
+        return algorithm.adapt_for_test(
+            network, meta, x_support, y_support, steps=steps, lr=lr, observe=observe
         ).observations
 
     strategy = learner.plan.evaluation
@@ -141,7 +149,7 @@ def format_summary(result: dict) -> str:
 
 
 def evaluate_run(
-    run_dir: Path,
+    run_dir: str | Path,
     *,
     checkpoint: str = "best",
     split: str = "test",
@@ -151,6 +159,7 @@ def evaluate_run(
     """Evaluate a trained run on fixed tasks of `split`; writes the result to a new file
     `<run>/eval-<split>-<checkpoint>-<K>shot-<S>steps[-<n>].json` (its path is `saved_to`).
     `images`: the classes the run was given from Python (see `fit`)."""
+    run_dir = Path(run_dir)
     _check_run_folder(run_dir)
     config = load_config(run_dir / "config.yaml", overrides)
     device = resolve_device(config.train.device)

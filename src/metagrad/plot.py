@@ -147,15 +147,17 @@ def _fits(run: Path, config, batch, x_grid: torch.Tensor, steps: int) -> torch.T
     """The run's predictions on `x_grid` after 0..`steps` inner steps on the task's support set,
     adapted as the run's algorithm adapts at test time."""
     learner = load_learner(config, read_checkpoint(run, "best"), "cpu")
-    network = learner.network.task_learner()
-    adaptation = learner.algorithm.adapt_for_test(
-        network,
-        learner.meta.detached(),
-        batch.x_support[0],
-        batch.y_support[0],
-        steps=steps,
-        lr=config.eval.inner_lr,
-        observe=lambda fast: {"y": network(fast, x_grid).squeeze(-1)},
+    network, algorithm = learner.network.task_learner(), learner.algorithm
+    meta = learner.meta.detached()
+    x_support, y_support = batch.x_support[0], batch.y_support[0]
+
+    predict = algorithm.predictor(network, meta, x_support, y_support, x_grid)
+
+    def observe(fast):
+        return {"y": predict(fast)[..., 0]}
+
+    adaptation = algorithm.adapt_for_test(
+        network, meta, x_support, y_support, steps=steps, lr=config.eval.inner_lr, observe=observe
     )
     return adaptation.observations["y"].detach()
 

@@ -32,3 +32,28 @@ def test_evaluation_shapes_name_the_eval_fields(omniglot_root):
     )
     with pytest.raises(ConfigError, match=r"eval.n_query = 100 .* at most 19"):
         build_tasks(config, evaluation=True)
+
+
+@pytest.mark.parametrize(
+    ("preset", "floor"),
+    [("protonets-omniglot-5w1s", 0.7), ("baselinepp-omniglot-5w1s", 0.45)],
+)
+def test_short_runs_of_the_baselines_on_real_omniglot_beat_chance_by_far(
+    tmp_path, omniglot_root, preset, floor
+):
+    """Prototypical Networks trains on 20-way tasks here (60 in the preset) and is tested on
+    5-way ones; Baseline++ pre-trains one classifier over the 4400 training classes."""
+    config = load_config(
+        preset,
+        [
+            f"task.data_root={omniglot_root}",
+            "task.n_way=20",
+            "train.iterations=150",
+            "train.val_every=150",
+            "train.val_tasks=50",
+            "eval.num_tasks=100",
+            "eval.inner_steps=10",
+        ],
+    )
+    accuracy = evaluate_run(fit(config, tmp_path / "run", progress=False))["mean"]["accuracy"]
+    assert accuracy[-1] >= floor, accuracy  # chance is 0.2

@@ -8,7 +8,9 @@ An algorithm is written once, for one task:
   meta-parameters, averaged over the tasks of a meta-batch, is the meta-gradient;
 - `extra_parameters(network_params)`: its own meta-parameters beside the network's (learned
   inner learning rates, per-step weights, …), empty unless it has some;
-- `adapt_for_test(...)`: how it adapts at test time (validation, `metagrad eval`, the plots).
+- `adapt_for_test(...)`: how it adapts at test time (validation, `metagrad eval`, the plots);
+- `predictor(...)`: its outputs for new inputs once adapted (the network's, unless it classifies
+  by other means: prototypes, a head of its own).
 
 The `learner` it is handed is the network and the task objective as the execution machinery
 (`metagrad.execution`) runs them: one task at a time, under `vmap`, or a stack of tasks at once.
@@ -17,8 +19,9 @@ An algorithm only calls it, so the same code serves every way of running it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import ClassVar, Literal, NamedTuple, Protocol
 
 import torch
 
@@ -89,6 +92,14 @@ class Algorithm:
     inner_optimizer: str = "sgd"
     """sgd, or adam (β1 = 0, as in the Reptile paper)."""
 
+    train_labels: ClassVar[Literal["task", "class"]] = "task"
+    """How meta-training tasks are labelled: `task`, 0..N−1 within each task; `class`, the
+    index of each example's class among all the training classes (for algorithms that learn one
+    classifier over every training class, as Baseline does). Test tasks are always `task`."""
+    headless: ClassVar[bool] = False
+    """Whether the network is an embedding without a classification head (the algorithm
+    classifies by other means); then tasks may have other numbers of ways at test time."""
+
     def __post_init__(self) -> None:
         if self.inner_optimizer not in INNER_OPTIMIZERS:
             raise ConfigError(
@@ -138,6 +149,19 @@ class Algorithm:
             observe=observe,
             fixed=fixed,
         )
+
+    def predictor(
+        self,
+        learner: Learner,
+        meta: MetaParameters,
+        x_support: torch.Tensor,
+        y_support: torch.Tensor,
+        x: torch.Tensor,
+    ) -> Callable[[Params], torch.Tensor]:
+        """The outputs for inputs `x` of the task whose support set is given, as a function of
+        the parameters `adapt_for_test` passes to `observe` (the network's outputs by default).
+        Called once per task, so what does not depend on those parameters is computed once."""
+        return lambda fast: learner(fast, x)
 
     def split(self, params: Params) -> tuple[Params, Params]:
         """`(adapted, fixed)`: the network parameters the inner loop adapts, and the others

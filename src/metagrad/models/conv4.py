@@ -10,7 +10,8 @@ from metagrad.models.batch_norm import TaskBatchNorm
 
 
 class Conv4(nn.Module):
-    """4 × [3×3 conv, BatchNorm, ReLU, 2× down-sampling] + linear head.
+    """4 × [3×3 conv, BatchNorm, ReLU, 2× down-sampling] + linear head (none when
+    `num_classes` is 0: the network is then an embedding, as Prototypical Networks use it).
 
     `pool="stride"`: stride-2 convolutions and a spatial mean before the head (the MAML
     Omniglot network, 64 filters); `pool="max"`: 2×2 max-pooling and a flattened feature map
@@ -43,12 +44,12 @@ class Conv4(nn.Module):
         self.features = nn.Sequential(*blocks)
         self.pool = pool
         features = hidden if pool == "stride" else hidden * size * size
-        self.head = nn.Linear(features, num_classes)
+        self.head = nn.Linear(features, num_classes) if num_classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x)
         h = h.mean(dim=(2, 3)) if self.pool == "stride" else h.flatten(1)
-        return self.head(h)
+        return h if self.head is None else self.head(h)
 
     def forward_tasks(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """The network with one copy of its parameters per task, as grouped convolutions.
@@ -83,5 +84,7 @@ class Conv4(nn.Module):
                 raise TypeError(f"forward_tasks has no task-batched form of {layer}")
         h = h.mean(dim=(2, 3)) if self.pool == "stride" else h
         h = h.reshape(h.shape[0], tasks, -1).transpose(0, 1)  # [T, n, features]
+        if self.head is None:
+            return h
         weight, bias = params["head.weight"], params["head.bias"]
         return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))

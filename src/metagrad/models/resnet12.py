@@ -43,7 +43,8 @@ class ResidualBlock(nn.Module):
 
 class ResNet12(nn.Module):
     """4 residual blocks (64-160-320-640 channels by default), global average pooling and a
-    linear head: 12 convolutions on the main path, ~12.4M parameters before the head.
+    linear head (none when `num_classes` is 0: an embedding): 12 convolutions on the main
+    path, ~12.4M parameters before the head.
 
     Batch normalisation is `TaskBatchNorm`: the statistics of the batch in hand, no running
     statistics, exact under `torch.func.vmap`. There is no DropBlock (MetaOptNet's
@@ -69,7 +70,8 @@ class ResNet12(nn.Module):
             )
         widths = itertools.pairwise([in_channels, *channels])
         self.features = nn.Sequential(*(ResidualBlock(cin, cout) for cin, cout in widths))
-        self.head = nn.Linear(channels[-1], num_classes)
+        self.head = nn.Linear(channels[-1], num_classes) if num_classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean(dim=(2, 3)))
+        h = self.features(x).mean(dim=(2, 3))
+        return h if self.head is None else self.head(h)

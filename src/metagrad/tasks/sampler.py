@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -18,8 +19,9 @@ class EpisodeSampler:
 
     Classes and examples are chosen with a generator seeded from (seed, split, index), then
     gathered with one indexing operation on the in-memory tensor (no per-image Python, no
-    decoding). Labels are 0..N−1 in a random order per task; support and query never share an
-    example. Images become float in [0, 1] on the images' device.
+    decoding). Labels are 0..N−1 in a random order per task (with `train_labels = "class"`, a
+    training task's labels are its classes' indices in the training split instead); support and
+    query never share an example. Images become float in [0, 1] on the images' device.
     """
 
     images: dict[str, ClassImages]
@@ -28,6 +30,7 @@ class EpisodeSampler:
     k_shot: int
     n_query: int
     seed: int = 0
+    train_labels: Literal["task", "class"] = "task"
 
     def __post_init__(self) -> None:
         needed = self.k_shot + self.n_query
@@ -54,7 +57,10 @@ class EpisodeSampler:
         device = classes.images.device
         pixels = classes.images[chosen[:, :, None].to(device), examples.to(device)]
         x = pixels.float().div_(255)  # [T, N, K+Q, C, H, W]
-        labels = torch.arange(n, device=device).expand(num_tasks, per_class, n).transpose(1, 2)
+        if split == "train" and self.train_labels == "class":
+            labels = chosen.to(device)[:, :, None].expand(num_tasks, n, per_class)
+        else:
+            labels = torch.arange(n, device=device).expand(num_tasks, per_class, n).transpose(1, 2)
         return TaskBatch(
             *self._flatten(x[:, :, :k], labels[:, :, :k], generator),
             *self._flatten(x[:, :, k:], labels[:, :, k:], generator),
