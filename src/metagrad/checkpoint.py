@@ -36,14 +36,17 @@ class CheckpointStore:
     """The checkpoints of one run: the newest `keep` of kind `step`, one of every other kind.
 
     Kinds: `step` (periodic; the newest valid one is `last`), `best` (best on validation),
-    `time-<seconds>s` (snapshots at points of training time).
+    `top` (the `train.keep_best` best on validation, for an ensemble), `time-<seconds>s`
+    (snapshots at points of training time).
     """
 
     def __init__(self, folder: Path, keep: int = 3):
         self.folder = folder
         self.keep = keep
 
-    def save(self, kind: str, step: int, state: dict[str, Any]) -> Path:
+    def save(self, kind: str, step: int, state: dict[str, Any], *, prune: bool = True) -> Path:
+        """Write `state` atomically; with `prune`, older checkpoints of `kind` beyond the
+        number kept go (without, only this step's older file: the caller keeps count)."""
         buffer = io.BytesIO()
         torch.save(state, buffer)
         data = buffer.getvalue()
@@ -52,9 +55,19 @@ class CheckpointStore:
         others = [(int(_NAME.match(p.name)["step"]), p) for p in self.paths(kind) if p != path]
         older = [p for s, p in others if s != step]  # files of this step were superseded
         keep_older = (self.keep if kind == "step" else 1) - 1
-        for old in [p for s, p in others if s == step] + older[keep_older:]:
+        for old in [p for s, p in others if s == step] + (older[keep_older:] if prune else []):
             old.unlink(missing_ok=True)
         return path
+
+    def steps(self, kind: str) -> list[int]:
+        """The steps of the checkpoints of `kind`, newest first."""
+        return [int(_NAME.match(p.name)["step"]) for p in self.paths(kind)]
+
+    def remove(self, kind: str, step: int) -> None:
+        """The checkpoints of `kind` at `step`."""
+        for path in self.paths(kind):
+            if int(_NAME.match(path.name)["step"]) == step:
+                path.unlink(missing_ok=True)
 
     def paths(self, kind: str) -> list[Path]:
         """Files of `kind`, newest step first (unverified)."""

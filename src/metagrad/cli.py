@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="best | last | time-<seconds>s | a .pt file (default: best)",
     )
     evaluate.add_argument("--split", default="test", choices=["test", "val"])
+    evaluate.add_argument(
+        "--ensemble",
+        type=_positive,
+        default=1,
+        metavar="K",
+        help="evaluate the K best validation checkpoints together, their predicted "
+        "probabilities averaged (the run must keep them: train.keep_best >= K)",
+    )
     _add_overrides(evaluate, example="eval.num_tasks=1000 eval.inner_lr=0.02")
     evaluate.set_defaults(handler=_eval)
 
@@ -167,6 +175,16 @@ def _duration(text: str) -> float:
         ) from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number; write e.g. 5")
+    return value
+
+
 def _train(args: argparse.Namespace) -> int:
     from metagrad.config import load_config
     from metagrad.evaluate import evaluate_run, format_summary
@@ -197,7 +215,11 @@ def _eval(args: argparse.Namespace) -> int:
     from metagrad.evaluate import evaluate_run, format_summary
 
     result = evaluate_run(
-        args.run, checkpoint=args.checkpoint, split=args.split, overrides=args.overrides
+        args.run,
+        checkpoint=args.checkpoint,
+        split=args.split,
+        overrides=args.overrides,
+        ensemble=args.ensemble,
     )
     print(format_summary(result))
     print(f"saved {result['saved_to']}")

@@ -158,6 +158,9 @@ class TrainConfig:
     """Also keep a checkpoint `time-<s>s` when training time first passes each of these."""
     keep_checkpoints: int = 3
     """Periodic checkpoints kept (the newest); the best-on-validation one is kept as well."""
+    keep_best: int = 1
+    """Validation checkpoints kept: the best, or the `keep_best` best (as `top` checkpoints),
+    which `metagrad eval --ensemble K` evaluates together (MAML++ reports an ensemble of 5)."""
     max_memory: str | None = None
     """Memory budget of the process (CPU) or of CUDA tensors (GPU), e.g. 8GiB: the strategy,
     chunk_size and checkpoint_inner that fit and run fastest are measured and chosen at the
@@ -419,6 +422,7 @@ def validate(config: Config) -> None:
         "train.val_tasks": config.train.val_tasks,
         "train.ckpt_every": config.train.ckpt_every,
         "train.keep_checkpoints": config.train.keep_checkpoints,
+        "train.keep_best": config.train.keep_best,
         "train.max_skips": config.train.max_skips,
         "eval.num_tasks": config.eval.num_tasks,
         "eval.n_query": config.eval.n_query,

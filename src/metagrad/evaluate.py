@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from metagrad.build import build_learner, build_tasks, resolve_device
+from metagrad.build import build_learner, build_tasks, objective_for, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore, load_checkpoint
 from metagrad.config import Config, load_config
 from metagrad.data.class_images import ClassImages
 from metagrad.errors import CheckpointError
 from metagrad.execution import MetaLearner
-from metagrad.execution.strategies import map_tasks_no_grad
+from metagrad.execution.strategies import TaskFn, map_tasks_no_grad
 from metagrad.models.batch_norm import TaskBatchNorm, fused_batch_norm
 from metagrad.models.functional import Params
 from metagrad.runs import check_writable, saved_config
@@ -40,7 +40,7 @@ class Summary:
 
 
 def adapted_metrics(
-    learner: MetaLearner,
+    learner: MetaLearner | Sequence[MetaLearner],
     batches: Iterable[TaskBatch],
     *,
     steps: int,
@@ -54,11 +54,48 @@ def adapted_metrics(
     query example in a batch made of the support set and that example alone, so no query
     example sees another's batch statistics (the Reptile paper's non-transductive protocol);
     otherwise the whole query set is one batch, as in MAML.
+
+    Several learners (the same run's checkpoints) are an ensemble: each adapts on its own,
+    and their query outputs after each step are combined (`Objective.ensemble`: the mean
+    probability for classification) before the metrics are taken.
     """
+    members = [learner] if isinstance(learner, MetaLearner) else list(learner)
+    objective = members[0].network.objective
+    if len(members) == 1:
+        score = _task_metrics(members[0], objective.metrics, steps, lr, inductive)
+        per_batch = [_map(members[0], score, batch) for batch in batches]
+    else:
+        combine = objective.ensemble or (lambda outputs: outputs.mean(0))
+        every_step = torch.func.vmap(objective.metrics, in_dims=(0, None))
+        per_batch = []
+        for batch in batches:
+            outputs = [
+                _map(m, _task_metrics(m, _outputs, steps, lr, inductive), batch)["outputs"]
+                for m in members
+            ]
+            combined = combine(torch.stack(outputs))  # [tasks, steps + 1, n_query, ...]
+            per_batch.append(torch.func.vmap(every_step)(combined, batch.y_query))
+    return {k: torch.cat([b[k] for b in per_batch]) for k in per_batch[0]}
+
+
+def _outputs(outputs: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"outputs": outputs}
+
+
+def _map(learner: MetaLearner, task: TaskFn, batch: TaskBatch) -> dict[str, torch.Tensor]:
+    return map_tasks_no_grad(task, batch, strategy=learner.plan.evaluation)
+
+
+def _task_metrics(
+    learner: MetaLearner,
+    score: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+    steps: int,
+    lr: float | None,
+    inductive: bool,
+) -> TaskFn:
+    """One task's `score(query outputs, query targets)` after 0..`steps` test-time steps."""
     meta = learner.meta.detached()
     network = learner.network.task_learner()
-    objective = learner.network.objective
-
     algorithm = learner.algorithm
 
     def predictor(x_support, y_support, x_query) -> Callable[[Params], torch.Tensor]:
@@ -80,19 +117,17 @@ def adapted_metrics(
         predict = predictor(x_support, y_support, x_query)
 
         def observe(fast: Params) -> dict[str, torch.Tensor]:
-            return objective.metrics(predict(fast), y_query)
+            return score(predict(fast), y_query)
 
         return algorithm.adapt_for_test(
             network, meta, x_support, y_support, steps=steps, lr=lr, observe=observe
         ).observations
 
-    strategy = learner.plan.evaluation
-    per_batch = [map_tasks_no_grad(task, batch, strategy=strategy) for batch in batches]
-    return {k: torch.cat([b[k] for b in per_batch]) for k in per_batch[0]}
+    return task
 
 
 def protocol_metrics(
-    config: Config, learner: MetaLearner, batches: list[TaskBatch]
+    config: Config, learner: MetaLearner | Sequence[MetaLearner], batches: list[TaskBatch]
 ) -> dict[str, torch.Tensor]:
     """`adapted_metrics` with the run's test-time protocol (`config.eval`): validation and test."""
     return adapted_metrics(
@@ -131,9 +166,16 @@ def summarize(metrics: dict[str, torch.Tensor]) -> Summary:
 def format_summary(result: dict) -> str:
     """A plain-text table of an `evaluate_run` result: a row per inner step, `mean ± ci95`."""
     names = list(result["mean"])
+    step = result["step"]
+    which = (
+        f"an ensemble of the {len(step)} best validation checkpoints (steps "
+        f"{', '.join(map(str, step))})"
+        if isinstance(step, list)
+        else f"{result['checkpoint']} checkpoint at step {step}"
+    )
     rows = [
         f"{result['run']}: {result['split']} tasks ({result['num_tasks']}), "
-        f"{result['k_shot']}-shot, {result['checkpoint']} checkpoint at step {result['step']}, "
+        f"{result['k_shot']}-shot, {which}, "
         f"inner lr {result['inner_lr']}, {result['n_query']} query per task"
         f"{' (per class)' if 'accuracy' in result['mean'] else ''}"
         + (f", batch norm: {result['batch_norm']}" if result["batch_norm"] else "")
@@ -155,28 +197,36 @@ def evaluate_run(
     split: str = "test",
     overrides: Sequence[str] = (),
     images: Mapping[str, ClassImages] | None = None,
+    ensemble: int = 1,
 ) -> dict:
     """Evaluate a trained run on fixed tasks of `split`; writes the result to a new file
     `<run>/eval-<split>-<checkpoint>-<K>shot-<S>steps[-<n>].json` (its path is `saved_to`).
-    `images`: the classes the run was given from Python (see `fit`)."""
+    `images`: the classes the run was given from Python (see `fit`). `ensemble` > 1 evaluates
+    the run's `ensemble` best validation checkpoints together instead of `checkpoint` (the run
+    must have kept them: `train.keep_best`)."""
     run_dir = Path(run_dir)
     _check_run_folder(run_dir)
     config = load_config(run_dir / "config.yaml", overrides)
     device = resolve_device(config.train.device)
-    state = read_checkpoint(run_dir, checkpoint, device)
-    learner = load_learner(config, state, device, images)
+    if ensemble > 1:
+        states = best_checkpoints(run_dir, config, ensemble, device)
+        checkpoint = f"ensemble{ensemble}"
+    else:
+        states = [read_checkpoint(run_dir, checkpoint, device)]
+    learners = [load_learner(config, state, device, images) for state in states]
+    learner, state = learners[0], states[0]
     batches = fixed_batches(
         build_tasks(config, device, evaluation=True, images=images),
         split,
         config.eval.num_tasks,
         config.eval.batch_size,
     )
-    metrics = protocol_metrics(config, learner, [b.to(device) for b in batches])
+    metrics = protocol_metrics(config, learners, [b.to(device) for b in batches])
     result = {
         "run": config.name,
         "split": split,
         "checkpoint": checkpoint,
-        "step": state["step"],
+        "step": state["step"] if ensemble == 1 else [s["step"] for s in states],
         "inner_lr": config.eval.inner_lr or config.algorithm.inner_lr,
         "inner_steps": config.eval.inner_steps,
         "k_shot": config.eval.k_shot or config.task.k_shot,
@@ -186,6 +236,24 @@ def evaluate_run(
     }
     path = _write_new(run_dir, result)
     return {**result, "saved_to": str(path)}
+
+
+def best_checkpoints(
+    run_dir: Path, config: Config, count: int, device: torch.device | str
+) -> list[dict]:
+    """The run's `count` best validation checkpoints (`top`), best first."""
+    store = CheckpointStore(run_dir / CHECKPOINT_DIR)
+    states = [load_checkpoint(path, device) for path in store.paths("top")]
+    if len(states) < count:
+        raise CheckpointError(
+            f"an ensemble of {count} needs the run's {count} best validation checkpoints, but "
+            f"{run_dir} holds {len(states)} (train.keep_best = {config.train.keep_best}); "
+            f"train with train.keep_best >= {count}, or ask for a smaller ensemble"
+        )
+    higher_is_better = objective_for(config).higher_is_better
+    value = {entry["step"]: entry["value"] for s in states for entry in s["top"]}
+    states.sort(key=lambda s: ((-1 if higher_is_better else 1) * value[s["step"]], s["step"]))
+    return states[:count]
 
 
 def _check_run_folder(run_dir: Path) -> None:

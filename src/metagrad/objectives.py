@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,9 @@ class Objective:
     higher_is_better: bool
     task_loss: Loss | None = None
     task_metrics: Metrics | None = None
+    ensemble: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """The outputs of an ensemble from its members' (stacked on the first dimension); None:
+    their mean. Classification: the log of the members' mean probabilities."""
 
 
 def _task_mse(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -58,4 +62,5 @@ CLASSIFICATION = Objective(
     },
     primary="accuracy",
     higher_is_better=True,
+    ensemble=lambda outputs: outputs.log_softmax(-1).logsumexp(0) - math.log(outputs.shape[0]),
 )

@@ -82,6 +82,7 @@ def _fit(
     store.remove_temporary()
 
     start, best, elapsed, skipped = 0, None, 0.0, 0
+    top: list[dict] = []  # the keep_best best validations, best first
     window: dict[str, list[float]] = {}  # metrics of the steps since the last log line
     same_execution = False
     if resume:
@@ -94,6 +95,7 @@ def _fit(
         start, best, elapsed, skipped, window = (
             state[k] for k in ("step", "best", "elapsed", "skipped", "window")
         )
+        top = state.get("top", [])
     if not same_execution:
         first = tasks.sample("train", start, settings.meta_batch_size).to(device)
         if settings.max_memory is not None:
@@ -105,20 +107,21 @@ def _fit(
     logger = RunLogger(run_dir, resume_step=start if resume else None)
     snapshots = [s for s in sorted(settings.snapshot_seconds) if s > elapsed]
 
-    def checkpoint(kind: str, step: int) -> None:
+    def checkpoint(kind: str, step: int, prune: bool = True) -> None:
         state = {
             "step": step,
             **learner.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "best": best,
+            "top": top,
             "elapsed": elapsed,
             "skipped": skipped,
             "window": window,
             "config": config.to_dict(),
             "fingerprint": config.fingerprint(),
         }
-        store.save(kind, step, state)
+        store.save(kind, step, state, prune=prune)
 
     checkpoint("step", start)  # a resume too: it may continue from a best or time checkpoint
     budget = f", time budget {settings.time_budget:g} s" if settings.time_budget else ""
@@ -161,6 +164,13 @@ def _fit(
                 if best is None or improves(higher_is_better, value, best["value"]):
                     best = {"step": done, "value": value}
                     checkpoint("best", done)
+                if settings.keep_best > 1:
+                    top = ranked([*top, {"step": done, "value": value}], higher_is_better)
+                    top = top[: settings.keep_best]
+                    if any(entry["step"] == done for entry in top):
+                        checkpoint("top", done, prune=False)
+                    for stale in set(store.steps("top")) - {entry["step"] for entry in top}:
+                        store.remove("top", stale)
             if done % settings.ckpt_every == 0 or final or stop.requested:
                 checkpoint("step", done)
             if stop.requested:
@@ -203,6 +213,12 @@ def lr_factor(config: Config, step: int) -> float:
     if config.train.outer_lr_decay == "linear":
         return 1.0 - step / config.train.iterations
     return 1.0
+
+
+def ranked(validations: list[dict], higher_is_better: bool) -> list[dict]:
+    """Validations (`{"step", "value"}`) best first; of equal values, the earlier first."""
+    sign = -1 if higher_is_better else 1
+    return sorted(validations, key=lambda entry: (sign * entry["value"], entry["step"]))
 
 
 def nonfinite(step: int, losses: torch.Tensor, grads: Params) -> str | None:
