@@ -1,4 +1,5 @@
-"""metagrad: gradient-based meta-learning (MAML, first-order MAML, Reptile, ANIL, BOIL, Meta-SGD)
+"""metagrad: gradient-based meta-learning (MAML, first-order MAML, Reptile, ANIL, BOIL, Meta-SGD,
+MAML++)
 for PyTorch."""
 
 from metagrad.algorithms import (
@@ -6,6 +7,7 @@ from metagrad.algorithms import (
     BOIL,
     MAML,
     Algorithm,
+    MAMLPlusPlus,
     MetaParameters,
     MetaSGD,
     Pretrain,
@@ -50,6 +52,7 @@ __all__ = [
     "EpisodeSampler",
     "ExecutionPlan",
     "Interrupted",
+    "MAMLPlusPlus",
     "MetaLearner",
     "MetaParameters",
     "MetaSGD",

@@ -5,6 +5,7 @@ from metagrad.algorithms.base import Algorithm, Learner, MetaParameters, split_h
 from metagrad.algorithms.boil import BOIL
 from metagrad.algorithms.inner import INNER_OPTIMIZERS, Adaptation, InnerOptimizer, adam, adapt, sgd
 from metagrad.algorithms.maml import MAML
+from metagrad.algorithms.mamlpp import MAMLPlusPlus
 from metagrad.algorithms.metasgd import MetaSGD
 from metagrad.algorithms.pretrain import Pretrain
 from metagrad.algorithms.reptile import Reptile
@@ -21,6 +22,7 @@ __all__ = [
     "Algorithm",
     "InnerOptimizer",
     "Learner",
+    "MAMLPlusPlus",
     "MetaParameters",
     "MetaSGD",
     "Pretrain",
@@ -39,6 +41,7 @@ BUILT_IN: dict[str, type[Algorithm]] = {
     "anil": ANIL,
     "boil": BOIL,
     "metasgd": MetaSGD,
+    "mamlpp": MAMLPlusPlus,
 }
 """The algorithms `algorithm.name` names (`metagrad.config.BUILT_IN_ALGORITHMS`)."""
 
