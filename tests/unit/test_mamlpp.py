@@ -16,7 +16,7 @@ from metagrad.config import BUILT_IN_ALGORITHMS, FIRST_ORDER_ALGORITHMS, load_co
 from metagrad.data import splits_from_tensors
 from metagrad.errors import ConfigError
 from metagrad.evaluate import adapted_metrics
-from metagrad.execution import MetaLearner
+from metagrad.execution import ExecutionPlan, MetaLearner
 from metagrad.objectives import REGRESSION
 from metagrad.train import fit, lr_factor
 
@@ -122,6 +122,17 @@ def test_the_meta_gradient_equals_plain_autograd(case, strategy, first_order):
         # BNWB: θ's own BN parameters only serve the support forward at φ_0, which a first-order
         # meta-gradient does not differentiate
         assert (grad.abs().sum() == 0) == (first_order and k in norms), k
+
+
+@pytest.mark.parametrize("strategy", ["loop", "batched"])
+def test_recomputed_inner_steps_differentiate_the_rates_and_bn_copies(case, strategy):
+    """The per-step meta-parameters travel in the inner optimizer's state: a step recomputed in
+    the backward pass (`checkpoint_inner`) differentiates them too."""
+    rates, copies = random_extra(case, torch.Generator().manual_seed(4))
+    expected, _ = reference(case, rates, copies)
+    plan = ExecutionPlan(strategy, None, checkpoint_inner=True)
+    learner = learner_with(mamlpp(case).at_step(AT), case, plan, rates, copies)
+    assert_gradients_equal(learner.meta_gradient(case.batch)[0].named(), expected)
 
 
 @pytest.mark.parametrize("strategy", ["loop", "vmap"])
