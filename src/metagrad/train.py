@@ -95,7 +95,9 @@ def _fit(
         start, best, elapsed, skipped, window = (
             state[k] for k in ("step", "best", "elapsed", "skipped", "window")
         )
-    learner.algorithm = algorithm.at_step(start)
+    # the plan is measured on the algorithm as it runs at the end of the run: with a schedule
+    # that starts first order (MAML++'s DA), the second-order steps decide speed and memory
+    learner.algorithm = algorithm.at_step(settings.iterations - 1)
     if not same_execution:
         first = tasks.sample("train", start, settings.meta_batch_size).to(device)
         if settings.max_memory is not None:

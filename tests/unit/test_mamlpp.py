@@ -240,6 +240,28 @@ def test_cosine_annealing_of_the_outer_learning_rate():
         load_config("mamlpp-omniglot-5w1s", ["train.outer_lr_min=0.01"])
 
 
+TINY = [
+    "task.dataset=folder",
+    "task.n_way=3",
+    "task.n_query=2",
+    "task.rotations=[]",
+    "task.image_size=12",
+    "model.hidden=[4]",
+    "model.pool=stride",
+    "algorithm.inner_steps=2",
+    "train.meta_batch_size=2",
+    "train.strategy=loop",
+    "train.val_every=5",
+    "train.val_tasks=2",
+    "train.log_every=5",
+    "train.ckpt_every=5",
+    "eval.num_tasks=2",
+    "eval.n_query=2",
+    "eval.inner_steps=2",
+]
+"""A Conv-4 of 4 filters on 12×12 images (`tiny_images`), trained in a few seconds."""
+
+
 def tiny_images():
     generator = torch.Generator().manual_seed(0)
 
@@ -253,27 +275,7 @@ def test_mamlpp_checkpoints_its_rates_and_bn_and_resumes_bit_exactly(tmp_path, m
     """A crash at step 7 resumes from the checkpoint of step 5, between the schedules'
     switches (MSL ends at step 7, DA at step 6) and under the cosine outer lr."""
     images = tiny_images()
-    overrides = [
-        "task.dataset=folder",
-        "task.n_way=3",
-        "task.n_query=2",
-        "task.rotations=[]",
-        "task.image_size=12",
-        "model.hidden=[4]",
-        "model.pool=stride",
-        "algorithm.inner_steps=2",
-        "algorithm.kwargs={msl_steps: 7, first_order_steps: 6}",
-        "train.meta_batch_size=2",
-        "train.strategy=loop",
-        "train.val_every=5",
-        "train.val_tasks=2",
-        "train.log_every=5",
-        "train.ckpt_every=5",
-        "eval.num_tasks=2",
-        "eval.n_query=2",
-        "eval.inner_steps=2",
-    ]
-
+    overrides = [*TINY, "algorithm.kwargs={msl_steps: 7, first_order_steps: 6}"]
     config = load_config("mamlpp-omniglot-5w1s", [*overrides, "train.iterations=10"])
 
     def run(folder, resume=False):
@@ -306,6 +308,27 @@ def test_mamlpp_checkpoints_its_rates_and_bn_and_resumes_bit_exactly(tmp_path, m
             assert torch.equal(a[part_name][k], b[part_name][k]), k
     lines = [(folder / "metrics.jsonl").read_text() for folder in (whole, part)]
     assert lines[0] == lines[1]
+
+
+def test_the_execution_plan_is_chosen_for_the_second_order_steps(tmp_path, monkeypatch):
+    seen = []
+
+    def choose_plan(self, batch, choose=None):  # measures once, then keeps the plan
+        if self.plan.strategy == "auto":
+            seen.append((self.algorithm.step, self.algorithm.second_order))
+            self.plan = ExecutionPlan("loop")
+        return self.plan
+
+    monkeypatch.setattr(MetaLearner, "choose_plan", choose_plan)
+    overrides = [
+        *TINY,
+        "train.strategy=auto",
+        "train.iterations=4",
+        "algorithm.kwargs={first_order_steps: 3}",
+    ]
+    config = load_config("mamlpp-omniglot-5w1s", overrides)
+    fit(config, tmp_path / "run", progress=False, images=tiny_images())
+    assert seen == [(3, True)]
 
 
 PRESETS = ("mamlpp-omniglot-5w1s", "mamlpp-omniglot-20w1s", "mamlpp-miniimagenet-5w1s")
