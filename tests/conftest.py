@@ -38,6 +38,7 @@ def run_meta_gradient(
     """The meta-gradient (by parameter name) and metrics of `algorithm` on `model`'s current
     parameters, executed as `strategy`."""
     network = Network(model, objective)
+    algorithm = algorithm.for_network(network.normalisation)
     meta = MetaParameters(
         dict(model.named_parameters()),
         {

@@ -1,6 +1,6 @@
-"""metagrad: gradient-based meta-learning (MAML, first-order MAML, Reptile, ANIL, BOIL, Meta-SGD)
-and the baselines they are judged against (Prototypical Networks, Baseline, Baseline++) for
-PyTorch."""
+"""metagrad: gradient-based meta-learning (MAML, first-order MAML, Reptile, ANIL, BOIL, Meta-SGD,
+MAML++) and the baselines they are judged against (Prototypical Networks, Baseline, Baseline++)
+for PyTorch."""
 
 from metagrad.algorithms import (
     ANIL,
@@ -9,6 +9,7 @@ from metagrad.algorithms import (
     Algorithm,
     Baseline,
     BaselinePlusPlus,
+    MAMLPlusPlus,
     MetaParameters,
     MetaSGD,
     Pretrain,
@@ -56,6 +57,7 @@ __all__ = [
     "EpisodeSampler",
     "ExecutionPlan",
     "Interrupted",
+    "MAMLPlusPlus",
     "MetaLearner",
     "MetaParameters",
     "MetaSGD",

@@ -69,11 +69,12 @@ BUILT_IN_ALGORITHMS = (
     "anil",
     "boil",
     "metasgd",
+    "mamlpp",
     "protonets",
     "baseline",
     "baselinepp",
 )
-FIRST_ORDER_ALGORITHMS = ("maml", "anil", "boil", "metasgd")
+FIRST_ORDER_ALGORITHMS = ("maml", "anil", "boil", "metasgd", "mamlpp")
 CLASSIFIERS = ("protonets", "baseline", "baselinepp")
 """The built-in algorithms that classify with something other than the network's head."""
 """The built-in algorithms with a second-order inner loop that `algorithm.first_order` detaches."""
@@ -103,17 +104,20 @@ class AlgorithmConfig:
     name: str = "maml"
     """maml (first_order selects FOMAML), reptile, pretrain (joint training, no inner loop), anil
     (the inner loop adapts the head only), boil (the body only), metasgd (a learned inner
-    learning rate per parameter entry), protonets (Prototypical Networks: no inner loop, no
-    head), baseline and baselinepp (Baseline / Baseline++: a linear or cosine classifier over
-    all training classes, a new one fitted to each test task's support set); see
-    docs/algorithms.md. Or an algorithm of your own:
+    learning rate per parameter entry), mamlpp (MAML++: learned per-layer per-step rates,
+    multi-step loss, derivative-order annealing, per-step batch-norm weights, each switchable by
+    algorithm.kwargs), protonets (Prototypical Networks: no inner loop, no head), baseline and
+    baselinepp (Baseline / Baseline++: a linear or cosine classifier over all training classes,
+    a new one fitted to each test task's support set); see docs/algorithms.md. Or an algorithm
+    of your own:
     `package.module:Class`, a subclass of metagrad.algorithms.Algorithm (given inner_steps,
     inner_lr, inner_optimizer and algorithm.kwargs)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Further keyword arguments of the algorithm: anil and boil take `head`, the name prefix of
-    the head's parameters (default `head.`); an algorithm of your own, its own."""
+    the head's parameters (default `head.`); mamlpp takes lslr, msl, msl_steps,
+    first_order_steps and per_step_bn (docs/algorithms.md); an algorithm of your own, its own."""
     first_order: bool = False
-    """maml, anil, boil, metasgd: detach the inner gradients (first-order MAML)."""
+    """maml, anil, boil, metasgd, mamlpp: detach the inner gradients (first-order MAML)."""
     inner_steps: int = 1
     """Gradient steps of the inner loop during meta-training (alpha steps)."""
     inner_lr: float = 0.01
@@ -133,8 +137,11 @@ class TrainConfig:
     outer_optimizer: Literal["adam", "sgd"] = "adam"
     outer_lr: float = 1e-3
     """Outer learning rate (beta); for Reptile with sgd this is the step size epsilon."""
-    outer_lr_decay: Literal["none", "linear"] = "none"
-    """linear: anneal the outer learning rate to 0 over the run (Reptile)."""
+    outer_lr_decay: Literal["none", "linear", "cosine"] = "none"
+    """linear: anneal the outer learning rate to 0 over the run (Reptile); cosine: from outer_lr
+    to outer_lr_min along half a cosine over the run (MAML++)."""
+    outer_lr_min: float = 0.0
+    """cosine: the outer learning rate at the end of the run."""
     strategy: Literal["auto", "vmap", "loop", "hybrid", "batched"] = "auto"
     """How the tasks of a meta-batch are executed; all give the same meta-gradient. auto times
     each on the first meta-batch and keeps the fastest; loop runs tasks one by one; vmap
@@ -449,6 +456,11 @@ def validate(config: Config) -> None:
     for path, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{path} = {value!r} must be > 0")
+    if not 0 <= config.train.outer_lr_min <= config.train.outer_lr:
+        raise ConfigError(
+            f"train.outer_lr_min = {config.train.outer_lr_min!r} must be between 0 and "
+            f"train.outer_lr = {config.train.outer_lr!r}"
+        )
     for path, value in {
         "algorithm.inner_steps": config.algorithm.inner_steps,
         "eval.inner_steps": config.eval.inner_steps,

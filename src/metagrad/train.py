@@ -76,6 +76,7 @@ def _fit(
     resume = state is not None  # a run stopped before its first checkpoint starts afresh
     say(f"building the {config.model.name} model and the {config.algorithm.name} algorithm")
     learner = build_learner(config, device, images)
+    algorithm = learner.algorithm  # its schedules are set for each outer step (`at_step`)
     optimizer = outer_optimizer(config, learner.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
     store = CheckpointStore(run_dir / CHECKPOINT_DIR, keep=settings.keep_checkpoints)
@@ -96,6 +97,9 @@ def _fit(
             state[k] for k in ("step", "best", "elapsed", "skipped", "window")
         )
         top = state.get("top", [])
+    # the plan is measured on the algorithm as it runs at the end of the run: with a schedule
+    # that starts first order (MAML++'s DA), the second-order steps decide speed and memory
+    learner.algorithm = algorithm.at_step(settings.iterations - 1)
     if not same_execution:
         first = tasks.sample("train", start, settings.meta_batch_size).to(device)
         if settings.max_memory is not None:
@@ -131,6 +135,7 @@ def _fit(
         for step in bar:
             tick = time.perf_counter()
             batch = tasks.sample("train", step, settings.meta_batch_size).to(device)
+            learner.algorithm = algorithm.at_step(step)
             grads, metrics = learner.meta_gradient(batch)
             problem = nonfinite(step, metrics["loss"], grads.named())
             skipped = skipped + 1 if problem else 0
@@ -210,8 +215,13 @@ def outer_optimizer(config: Config, params: list[torch.Tensor]) -> torch.optim.O
 
 
 def lr_factor(config: Config, step: int) -> float:
-    if config.train.outer_lr_decay == "linear":
-        return 1.0 - step / config.train.iterations
+    """The outer learning rate at outer step `step`, as a fraction of `train.outer_lr`."""
+    settings = config.train
+    if settings.outer_lr_decay == "linear":
+        return 1.0 - step / settings.iterations
+    if settings.outer_lr_decay == "cosine":
+        floor = settings.outer_lr_min / settings.outer_lr
+        return floor + (1.0 - floor) * (1.0 + math.cos(math.pi * step / settings.iterations)) / 2
     return 1.0
 
 

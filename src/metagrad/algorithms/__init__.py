@@ -8,6 +8,7 @@ from metagrad.algorithms.baseline import Baseline, BaselinePlusPlus
 from metagrad.algorithms.boil import BOIL
 from metagrad.algorithms.inner import INNER_OPTIMIZERS, Adaptation, InnerOptimizer, adam, adapt, sgd
 from metagrad.algorithms.maml import MAML
+from metagrad.algorithms.mamlpp import MAMLPlusPlus
 from metagrad.algorithms.metasgd import MetaSGD
 from metagrad.algorithms.pretrain import Pretrain
 from metagrad.algorithms.protonets import ProtoNets
@@ -27,6 +28,7 @@ __all__ = [
     "BaselinePlusPlus",
     "InnerOptimizer",
     "Learner",
+    "MAMLPlusPlus",
     "MetaParameters",
     "MetaSGD",
     "Pretrain",
@@ -50,6 +52,7 @@ BUILT_IN: dict[str, type[Algorithm]] = {
     "protonets": ProtoNets,
     "baseline": Baseline,
     "baselinepp": BaselinePlusPlus,
+    "mamlpp": MAMLPlusPlus,
 }
 """The algorithms `algorithm.name` names (`metagrad.config.BUILT_IN_ALGORITHMS`)."""
 

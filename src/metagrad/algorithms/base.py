@@ -107,6 +107,19 @@ class Algorithm:
                 f"choose one of {', '.join(INNER_OPTIMIZERS)}"
             )
 
+    def for_network(self, normalisation: tuple[str, ...]) -> Algorithm:
+        """The algorithm for the network it will train, called once before `extra_parameters`:
+        `normalisation` names the network's normalisation-layer parameters (batch, group, layer
+        norm weights and biases, found from the module types). Default: unchanged."""
+        return self
+
+    def at_step(self, step: int) -> Algorithm:
+        """The algorithm as it runs at outer step `step` (0-based): its schedules resolved, e.g.
+        a loss weighting or a derivative order that changes during training. The training loop
+        calls it before every meta-gradient, so a resumed run follows the same schedule.
+        Default: unchanged."""
+        return self
+
     def extra_parameters(self, network: Params) -> Params:
         """Initial values of the algorithm's own meta-parameters (none by default)."""
         return {}

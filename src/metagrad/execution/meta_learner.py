@@ -42,12 +42,12 @@ class MetaLearner:
         *,
         report: Report = print,
     ):
-        self.algorithm = algorithm
         self.network = Network(exact_modules(model), objective)
+        self.algorithm = algorithm.for_network(self.network.normalisation)
         network_params = dict(model.named_parameters())
         extra = {
             k: nn.Parameter(v.detach().clone())
-            for k, v in algorithm.extra_parameters(network_params).items()
+            for k, v in self.algorithm.extra_parameters(network_params).items()
         }
         self.meta = MetaParameters(network_params, extra)
         self.plan = ExecutionPlan(plan) if isinstance(plan, str) else plan

@@ -18,8 +18,12 @@ from torch.func import functional_call
 from metagrad.algorithms.base import Metrics
 from metagrad.algorithms.inner import Adaptation, InnerOptimizer, Observe, adapt
 from metagrad.execution.recompute import recomputed
+from metagrad.models.batch_norm import TaskBatchNorm
+from metagrad.models.exact import ExactGroupNorm, ExactLayerNorm
 from metagrad.models.functional import Params
 from metagrad.objectives import Objective
+
+NORMALISATION_LAYERS = (TaskBatchNorm, ExactGroupNorm, ExactLayerNorm)
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,15 @@ class Network:
     buffers: Params = field(init=False)
     shapes: dict[str, torch.Size] = field(init=False)
     """Each parameter's shape, to tell θ from a stack of per-task copies."""
+    normalisation: tuple[str, ...] = field(init=False)
+    """The parameters of the normalisation layers (weights and biases of `TaskBatchNorm` and
+    of the exact group and layer norms), in parameter order."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "buffers", dict(self.module.named_buffers()))
         shapes = {k: p.shape for k, p in self.module.named_parameters()}
         object.__setattr__(self, "shapes", shapes)
+        object.__setattr__(self, "normalisation", normalisation_parameters(self.module))
 
     @property
     def can_stack(self) -> bool:
@@ -47,6 +55,18 @@ class Network:
 
     def stack_learner(self, checkpoint_inner: bool = False) -> StackLearner:
         return StackLearner(self, checkpoint_inner)
+
+
+def normalisation_parameters(module: nn.Module) -> tuple[str, ...]:
+    """The names of the parameters that belong to normalisation layers of `module` (after
+    `exact_modules`: PyTorch's own layers are rewritten to these forms)."""
+    owned = {
+        id(p)
+        for m in module.modules()
+        if isinstance(m, NORMALISATION_LAYERS)
+        for p in m.parameters(recurse=False)
+    }
+    return tuple(k for k, p in module.named_parameters() if id(p) in owned)
 
 
 @dataclass(frozen=True)
