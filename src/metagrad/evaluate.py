@@ -66,7 +66,7 @@ def adapted_metrics(
         per_batch = [_map(members[0], score, batch) for batch in batches]
     else:
         combine = objective.ensemble or (lambda outputs: outputs.mean(0))
-        every_step = torch.func.vmap(objective.metrics, in_dims=(0, None))
+        per_task_and_step = torch.func.vmap(torch.func.vmap(objective.metrics))
         per_batch = []
         for batch in batches:
             outputs = [
@@ -74,7 +74,8 @@ def adapted_metrics(
                 for m in members
             ]
             combined = combine(torch.stack(outputs))  # [tasks, steps + 1, n_query, ...]
-            per_batch.append(torch.func.vmap(every_step)(combined, batch.y_query))
+            targets = batch.y_query[:, None].expand(-1, steps + 1, *batch.y_query.shape[1:])
+            per_batch.append(per_task_and_step(combined, targets))
     return {k: torch.cat([b[k] for b in per_batch]) for k in per_batch[0]}
 
 
