@@ -136,6 +136,25 @@ def test_the_meta_gradient_equals_plain_autograd(case, gradient_of, name, strate
     assert all(expected[k].abs().sum() > 0 for k in expected)
 
 
+@pytest.mark.parametrize("strategy", ["loop", "batched"])
+@pytest.mark.parametrize("name", FAMILY)
+def test_recomputed_inner_steps_give_the_plain_autograd_meta_gradient(
+    case, gradient_of, name, strategy
+):
+    """`checkpoint_inner`: the parameters the inner loop does not adapt (ANIL's body, BOIL's
+    head) and Meta-SGD's learned rates are differentiated through the recomputed steps too."""
+    expected, _ = reference(case, name)
+    grads, _ = gradient_of(
+        algorithm(name, case),
+        case.model,
+        case.objective,
+        case.batch,
+        strategy,
+        checkpoint_inner=True,
+    )
+    assert_gradients_equal(grads, expected)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("name", FAMILY)
 def test_the_first_order_meta_gradient_equals_plain_autograd(

@@ -31,11 +31,13 @@ class HeadOnly(Algorithm):
         return {k: v for k, v in params.items() if k not in head}, head
 
     def learned_sgd(self, meta, lr=None):
-        rate = meta.extra["log_lr"].exp() if lr is None else lr
+        """SGD at e^ρ (or `lr`): the learned rate travels in the optimizer's state, not in a
+        closure, so that recomputed inner steps (`checkpoint_inner`) differentiate it."""
+        log_lr = meta.extra["log_lr"]
         return InnerOptimizer(
-            init=lambda params: (),
+            init=lambda params: (log_lr.exp() if lr is None else log_lr.new_tensor(lr),),
             step=lambda params, grads, state: (
-                {k: p - rate * grads[k] for k, p in params.items()},
+                {k: p - state[0] * grads[k] for k, p in params.items()},
                 state,
             ),
         )
@@ -100,6 +102,23 @@ def test_every_strategy_equals_plain_autograd(tiny_mlp, sinusoid_batch, gradient
     assert grads.keys() == expected.keys()
     for k in expected:
         torch.testing.assert_close(grads[k], expected[k], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["loop", "batched"])
+def test_recomputed_inner_steps_give_the_plain_autograd_meta_gradient(
+    tiny_mlp, sinusoid_batch, gradient_of, strategy
+):
+    """`checkpoint_inner`: the body, passed as `fixed`, and the learned rate, in the optimizer's
+    state, are differentiated through the recomputed steps."""
+    model = tiny_mlp[0]
+    algorithm = HeadOnly(inner_steps=2, inner_lr=0.1)
+    expected, _ = reference(model, sinusoid_batch, math.log(0.1))
+    grads, _ = gradient_of(
+        algorithm, model, REGRESSION, sinusoid_batch, strategy, checkpoint_inner=True
+    )
+    assert grads.keys() == expected.keys()
+    for k in expected:
+        torch.testing.assert_close(grads[k], expected[k], rtol=1e-10, atol=1e-12, msg=k)
 
 
 def test_the_learned_rate_gradient_equals_finite_differences(tiny_mlp, sinusoid_batch):

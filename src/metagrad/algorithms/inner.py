@@ -19,7 +19,9 @@ from metagrad.models.functional import Forward, Params
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Observe = Callable[[Params], dict[str, torch.Tensor]]
 StepRunner = Callable[[Callable, Any], tuple[Any, tuple]]
-"""`run(step, carry) -> step(carry)`, possibly differently (recomputed in the backward pass)."""
+"""`run(step, carry) -> step(carry)`, possibly differently (recomputed in the backward pass, in
+which case only the tensors in `carry` are differentiated: a step takes every tensor it depends
+on from its carry)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,12 @@ class InnerOptimizer:
 
     The state is returned, never hidden, so a step stays a pure function (vmap-able, and
     differentiable end to end for second-order MAML).
+
+    Every tensor a step depends on must reach it through `params`, `grads` or `state`, never
+    through a closure: a learned rate, say, goes into the state that `init` returns and `step`
+    reads it from there (`MetaSGD.learned_sgd`, `MAMLPlusPlus.stepper`). With inner-step
+    checkpointing (`checkpoint_inner`) a step is recomputed from what it is passed, and a tensor
+    it captured from outside gets no meta-gradient.
     """
 
     init: Callable[[Params], tuple]
@@ -108,25 +116,33 @@ def adapt(
     φ then depends on θ only through the identity, which is first-order MAML. `run_step`, when
     given, runs each step (the execution machinery passes one that recomputes a step in the
     backward pass instead of keeping its activations: same gradients, less memory).
+
+    `buffers` are the tensors the network uses but the steps do not change: the parameters
+    that are not adapted (ANIL's body), and they are differentiated like `params`. Each step is
+    passed `(params, optimizer state, buffers)`, so with `run_step` a tensor that `forward` or
+    `optimizer` captures in a closure instead gets no gradient: pass it in `buffers` or in the
+    optimizer's state.
     """
 
-    def support_loss(fast: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = forward(fast, buffers, x)
+    def support_loss(fast: Params, fixed: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = forward(fast, fixed, x)
         return loss_fn(outputs, y), outputs.detach()
 
-    def step(carry: tuple[Params, tuple]) -> tuple[tuple[Params, tuple], tuple]:
-        fast, state = carry
-        grads, (loss, outputs) = grad_and_value(support_loss, has_aux=True)(fast)
+    def step(carry: tuple[Params, tuple, Params]) -> tuple[tuple[Params, tuple, Params], tuple]:
+        fast, state, fixed = carry
+        grads, (loss, outputs) = grad_and_value(support_loss, has_aux=True)(fast, fixed)
         if first_order:
             grads = {k: g.detach() for k, g in grads.items()}
-        return optimizer.step(fast, grads, state), (loss.detach(), outputs)
+        return (*optimizer.step(fast, grads, state), fixed), (loss.detach(), outputs)
 
     state = optimizer.init(params)
     losses, initial_outputs = [], None
     observed = [observe(params)] if observe else []
     for _ in range(steps):
-        carry = (params, state)
-        (params, state), (loss, outputs) = run_step(step, carry) if run_step else step(carry)
+        carry = (params, state, buffers)
+        (params, state, buffers), (loss, outputs) = (
+            run_step(step, carry) if run_step else step(carry)
+        )
         if initial_outputs is None:
             initial_outputs = outputs
         losses.append(loss)

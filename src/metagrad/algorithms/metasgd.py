@@ -35,13 +35,19 @@ class MetaSGD(MAML):
         return {f"lr.{k}": torch.full_like(p, self.inner_lr) for k, p in network.items()}
 
     def learned_sgd(self, meta: MetaParameters, scale: float = 1.0) -> InnerOptimizer:
-        """SGD at the learned rates α (times `scale`)."""
+        """SGD at the learned rates α (times `scale`).
+
+        α travels in the optimizer's state, so a step that is recomputed in the backward pass
+        differentiates it too."""
+
+        def init(params: Params) -> tuple:
+            return ({k: meta.extra[f"lr.{k}"] for k in params},)
 
         def step(params: Params, grads: Params, state: tuple) -> tuple[Params, tuple]:
-            rates = {k: scale * meta.extra[f"lr.{k}"] for k in params}
-            return {k: p - rates[k] * grads[k] for k, p in params.items()}, state
+            (rates,) = state
+            return {k: p - scale * rates[k] * grads[k] for k, p in params.items()}, state
 
-        return InnerOptimizer(init=lambda params: (), step=step)
+        return InnerOptimizer(init=init, step=step)
 
     def inner(self, learner, meta, x_support, y_support) -> tuple[Params, Metrics]:
         return self.adapted(

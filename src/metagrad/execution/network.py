@@ -100,10 +100,12 @@ class TaskLearner:
         fixed: Params | None = None,
     ) -> Adaptation:
         fixed = fixed or {}
+        # `fixed` travels as adapt()'s buffers, not in a closure: a recomputed step
+        # differentiates only what it is passed.
         return adapt(
-            lambda fast, buffers, inputs: self({**fixed, **fast}, inputs),
+            lambda fast, buffers, inputs: self({**buffers, **fast}, inputs),
             params,
-            {},
+            fixed,
             x,
             y,
             loss_fn=lambda outputs, targets: self.loss(outputs, targets).sum(),
