@@ -157,11 +157,16 @@ class Algorithm:
             x_support,
             y_support,
             steps=steps,
-            optimizer=self.optimizer(lr),
+            optimizer=self.test_optimizer(meta, lr),
             first_order=True,
             observe=observe,
             fixed=fixed,
         )
+
+    def test_optimizer(self, meta: MetaParameters, lr: float | None = None) -> InnerOptimizer:
+        """The inner optimizer of test-time adaptation, at test learning rate `lr` (None: the
+        training one): `optimizer(lr)`, unless the algorithm learns its inner rates."""
+        return self.optimizer(lr)
 
     def predictor(
         self,

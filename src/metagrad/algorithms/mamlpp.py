@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from metagrad.algorithms.base import Learner, MetaParameters, Metrics
-from metagrad.algorithms.inner import Adaptation, InnerOptimizer, Observe
+from metagrad.algorithms.inner import InnerOptimizer
 from metagrad.algorithms.maml import MAML
 from metagrad.errors import ConfigError
 from metagrad.models.functional import Params
@@ -196,15 +196,5 @@ class MAMLPlusPlus(MAML):
             metrics["loss"] = loss
         return metrics
 
-    def adapt_for_test(
-        self, learner, meta, x_support, y_support, *, steps, lr=None, observe: Observe | None = None
-    ) -> Adaptation:
-        return learner.adapt(
-            meta.network,
-            x_support,
-            y_support,
-            steps=steps,
-            optimizer=self.stepper(meta, lr),
-            first_order=True,
-            observe=observe,
-        )
+    def test_optimizer(self, meta: MetaParameters, lr: float | None = None) -> InnerOptimizer:
+        return self.stepper(meta, lr)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from metagrad.algorithms.base import MetaParameters, Metrics
-from metagrad.algorithms.inner import Adaptation, InnerOptimizer, Observe
+from metagrad.algorithms.inner import InnerOptimizer
 from metagrad.algorithms.maml import MAML
 from metagrad.errors import ConfigError
 from metagrad.models.functional import Params
@@ -59,15 +59,5 @@ class MetaSGD(MAML):
             optimizer=self.learned_sgd(meta),
         )
 
-    def adapt_for_test(
-        self, learner, meta, x_support, y_support, *, steps, lr=None, observe: Observe | None = None
-    ) -> Adaptation:
-        return learner.adapt(
-            meta.network,
-            x_support,
-            y_support,
-            steps=steps,
-            optimizer=self.learned_sgd(meta, 1.0 if lr is None else lr / self.inner_lr),
-            first_order=True,
-            observe=observe,
-        )
+    def test_optimizer(self, meta: MetaParameters, lr: float | None = None) -> InnerOptimizer:
+        return self.learned_sgd(meta, 1.0 if lr is None else lr / self.inner_lr)
