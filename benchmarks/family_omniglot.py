@@ -74,9 +74,10 @@ def main() -> None:
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--budget", type=float, default=300, help="training seconds per run")
     parser.add_argument("--out", type=Path, default=Path("runs/family-omniglot"))
-    parser.add_argument("--only", nargs="*", help="presets to run (default: all)")
+    parser.add_argument("--only", nargs="*", help="presets to run, in this order (default: all)")
     args = parser.parse_args()
-    rows = [r for r in ROWS if not args.only or r[1] in args.only]
+    by_preset = {row[1]: row for row in ROWS}
+    rows = [by_preset[preset] for preset in args.only] if args.only else ROWS
     lines = [
         f"| algorithm (preset) | outer steps in {args.budget:g} s | s / step | test accuracy "
         "after the preset's test steps | paper, full schedule |",
