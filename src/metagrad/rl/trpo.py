@@ -21,6 +21,7 @@ import torch
 
 from metagrad.models.functional import Params
 
+MatVec = Callable[[torch.Tensor], torch.Tensor]
 LossAndKL = Callable[[Params, bool], tuple[torch.Tensor, torch.Tensor]]
 """`loss_and_kl(params, differentiable) -> (surrogate loss, mean KL(old ‖ new))`: with
 `differentiable` False it is only evaluated (the line search) and may skip building a graph."""
@@ -117,18 +118,34 @@ class TRPOStep(NamedTuple):
     gradient_norm: float
 
 
-def trpo_step(params: Params, loss_and_kl: LossAndKL, config: TRPO = TRPO()) -> TRPOStep:
+def trpo_step(
+    params: Params,
+    loss_and_kl: LossAndKL,
+    config: TRPO = TRPO(),
+    fisher: Callable[[Params], MatVec] | None = None,
+) -> TRPOStep:
     """One TRPO update of `params`; `loss_and_kl` is evaluated with parameters that require
-    gradients and must give the KL to the policy it was built around (0 at `params`)."""
+    gradients and must give the KL to the policy it was built around (0 at `params`).
+
+    `fisher(params)`, when given, returns the product with the Hessian of the KL at `params`
+    (flat vectors) by other means; by default it is the Hessian-vector product of the KL by
+    double backpropagation."""
     leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
     tensors = list(leaves.values())
     loss, kl = loss_and_kl(leaves, True)
-    gradient = flatten(torch.autograd.grad(loss, tensors, retain_graph=True))
-    kl_gradient = flatten(torch.autograd.grad(kl, tensors, create_graph=True))
+    gradient = flatten(torch.autograd.grad(loss, tensors, retain_graph=fisher is None))
+    if fisher is None:
+        kl_gradient = flatten(torch.autograd.grad(kl, tensors, create_graph=True))
+
+        def hessian_product(vector: torch.Tensor) -> torch.Tensor:
+            return flatten(torch.autograd.grad(kl_gradient @ vector, tensors, retain_graph=True))
+
+        product = hessian_product
+    else:
+        product = fisher(params)
 
     def fisher_product(vector: torch.Tensor) -> torch.Tensor:
-        product = torch.autograd.grad(kl_gradient @ vector, tensors, retain_graph=True)
-        return flatten(product) + config.damping * vector
+        return product(vector) + config.damping * vector
 
     direction = conjugate_gradient(fisher_product, gradient, config.cg_iterations)
     curvature = direction @ fisher_product(direction)

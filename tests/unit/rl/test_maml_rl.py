@@ -85,3 +85,28 @@ def test_inner_step_adapts_each_task_on_its_own_episodes():
         grads = torch.autograd.grad(pg_loss(leaves, one).sum(), list(leaves.values()))
         for (name, p), g in zip(params.items(), grads):
             assert torch.allclose(fast[name][t], p - 0.1 * g), (t, name)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_fisher_product_equals_the_hessian_of_the_kl(first_order):
+    """Jᵀ F J v against differentiating the mean KL twice through the inner step."""
+    from metagrad.rl.maml_trpo import surrogate
+    from metagrad.rl.policy import log_prob, policy
+    from metagrad.rl.trpo import flatten
+
+    generator = torch.Generator().manual_seed(3)
+    params = init_policy(2, 2, (6,), init_std=0.8, generator=generator, dtype=torch.float64)
+    support, query = random_batch(generator), random_batch(generator)
+    algorithm = MAMLTRPO(inner_lr=0.3, first_order=first_order)
+    with torch.no_grad():
+        old = policy(algorithm.adapt(params, [support], first_order=True), query.observations)
+        old_lp = log_prob(old, query.actions)
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    fast = algorithm.adapt(leaves, [support], first_order=first_order)
+    _, kl = surrogate(fast, query, old, old_lp)
+    kl_grad = flatten(torch.autograd.grad(kl, list(leaves.values()), create_graph=True))
+    product = algorithm.fisher_product(params, [support], query, old)
+    for _ in range(3):
+        v = torch.randn(kl_grad.shape, generator=generator, dtype=torch.float64)
+        exact = flatten(torch.autograd.grad(kl_grad @ v, list(leaves.values()), retain_graph=True))
+        assert torch.allclose(product(v), exact, rtol=1e-9, atol=1e-12)
