@@ -1,0 +1,249 @@
+"""Meta-training on 2D navigation, the paper's baselines, and evaluation after k PG steps.
+
+Meta-batch i of a run with seed s uses the goals and the action noise of
+`task_generator(s, "train", i)`, so a run is a pure function of its seed and arguments.
+Evaluation uses the "test" split.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from metagrad.models.functional import Params
+from metagrad.rl.maml_trpo import MAMLTRPO, Evaluation, inner_adapt, masked_mean
+from metagrad.rl.navigation import Navigation2D
+from metagrad.rl.policy import init_policy, kl_divergence, log_prob, policy
+from metagrad.rl.sampling import Batch, rollout, to_batch
+from metagrad.rl.trpo import TRPO, trpo_step
+from metagrad.tasks.seeding import task_generator
+
+
+@dataclass(frozen=True)
+class IterationMetrics:
+    iteration: int
+    pre_return: float
+    """Mean return of the support episodes (θ, before adaptation)."""
+    post_return: float
+    """Mean return of the query episodes (φ, after the inner steps)."""
+    kl: float
+    fraction: float
+    """Accepted fraction of the TRPO step (0: rejected)."""
+    env_steps: int
+    seconds: float
+    sampling_seconds: float
+
+
+@dataclass
+class TrainResult:
+    params: Params
+    """θ after the last iteration."""
+    best_params: Params
+    """θ of the iteration with the best post-adaptation return (the paper evaluates the best
+    model seen during training)."""
+    best_return: float = -math.inf
+    history: list[IterationMetrics] = field(default_factory=list)
+
+
+def _sample_adapted(
+    algorithm: MAMLTRPO,
+    env: Navigation2D,
+    params: Params,
+    goals: torch.Tensor,
+    rollouts: int,
+    generator: torch.Generator,
+) -> tuple[list[Batch], Batch, float, float, int]:
+    """Support batches (θ, then each intermediate φ) and the query batch (final φ), with the
+    mean returns before and after adaptation and the number of environment steps."""
+    supports: list[Batch] = []
+    fast = params
+    pre = post = 0.0
+    env_steps = 0
+    for step in range(algorithm.inner_steps + 1):
+        episodes = rollout(env, fast, goals, rollouts, generator)
+        env_steps += episodes.steps
+        batch = to_batch(episodes, gamma=algorithm.gamma, gae_lambda=algorithm.gae_lambda)
+        if step == 0:
+            pre = episodes.returns().mean().item()
+        if step == algorithm.inner_steps:
+            post = episodes.returns().mean().item()
+            return supports, batch, pre, post, env_steps
+        supports.append(batch)
+        with torch.no_grad():
+            fast = algorithm.adapt(params, supports, first_order=True)
+    raise AssertionError("unreachable")
+
+
+def train_navigation(
+    iterations: int,
+    seed: int = 0,
+    *,
+    meta_batch: int = 20,
+    rollouts: int = 20,
+    hidden: Sequence[int] = (100, 100),
+    init_std: float = 1.0,
+    algorithm: MAMLTRPO | None = None,
+    env: Navigation2D | None = None,
+    dtype: torch.dtype = torch.float32,
+    time_budget: float | None = None,
+    params: Params | None = None,
+    start: int = 0,
+    log: Callable[[IterationMetrics], None] | None = None,
+) -> TrainResult:
+    """MAML-TRPO on 2D navigation for `iterations` meta-iterations, or until `time_budget`
+    seconds have passed (checked after each iteration). Paper settings by default: 20 tasks,
+    20 episodes per task per step, α = 0.1, one inner step, max KL 0.01. `params` and `start`
+    (the first meta-batch index) continue an earlier run."""
+    algorithm = algorithm or MAMLTRPO()
+    env = env or Navigation2D()
+    if params is None:
+        params = init_policy(
+            env.observation_size,
+            env.action_size,
+            hidden,
+            init_std=init_std,
+            generator=task_generator(seed, "train", 2**31 - 1),
+            dtype=dtype,
+        )
+    result = TrainResult(params, params)
+    clock = time.perf_counter()
+    for iteration in range(start, start + iterations):
+        began = time.perf_counter()
+        generator = task_generator(seed, "train", iteration)
+        goals = env.sample_goals(generator, meta_batch, dtype)
+        supports, query, pre, post, env_steps = _sample_adapted(
+            algorithm, env, params, goals, rollouts, generator
+        )
+        sampled = time.perf_counter()
+        step = algorithm.meta_step(params, supports, query)
+        if post > result.best_return:
+            result.best_return, result.best_params = post, params
+        params = step.params
+        metrics = IterationMetrics(
+            iteration,
+            pre,
+            post,
+            step.kl,
+            step.fraction,
+            env_steps,
+            time.perf_counter() - began,
+            sampled - began,
+        )
+        result.history.append(metrics)
+        if log:
+            log(metrics)
+        if time_budget is not None and time.perf_counter() - clock > time_budget:
+            break
+    result.params = params
+    return result
+
+
+def train_pretrained(
+    iterations: int,
+    seed: int = 0,
+    *,
+    meta_batch: int = 20,
+    rollouts: int = 20,
+    hidden: Sequence[int] = (100, 100),
+    init_std: float = 1.0,
+    gamma: float = 0.99,
+    gae_lambda: float = 1.0,
+    trpo: TRPO | None = None,
+    env: Navigation2D | None = None,
+    dtype: torch.dtype = torch.float32,
+    time_budget: float | None = None,
+    params: Params | None = None,
+    start: int = 0,
+) -> TrainResult:
+    """The paper's "pretrained" baseline: one policy trained by TRPO on all tasks jointly
+    (each iteration a fresh meta-batch of goals), without adaptation."""
+    env = env or Navigation2D()
+    trpo = trpo or TRPO()
+    if params is None:
+        params = init_policy(
+            env.observation_size,
+            env.action_size,
+            hidden,
+            init_std=init_std,
+            generator=task_generator(seed, "train", 2**31 - 1),
+            dtype=dtype,
+        )
+    result = TrainResult(params, params)
+    clock = time.perf_counter()
+    for iteration in range(start, start + iterations):
+        began = time.perf_counter()
+        generator = task_generator(seed, "train", iteration)
+        goals = env.sample_goals(generator, meta_batch, dtype)
+        episodes = rollout(env, params, goals, rollouts, generator)
+        batch = to_batch(episodes, gamma=gamma, gae_lambda=gae_lambda)
+        sampled = time.perf_counter()
+        with torch.no_grad():
+            old = policy(params, batch.observations).detach()
+            old_log_prob = log_prob(old, batch.actions)
+
+        def loss_and_kl(
+            theta: Params, differentiable: bool, batch: Batch = batch, old=old, old_lp=old_log_prob
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            dist = policy(theta, batch.observations)
+            ratio = torch.exp(log_prob(dist, batch.actions) - old_lp)
+            loss = -masked_mean(ratio * batch.advantages, batch.mask).mean()
+            return loss, masked_mean(kl_divergence(old, dist), batch.mask).mean()
+
+        step = trpo_step(params, loss_and_kl, trpo)
+        ret = episodes.returns().mean().item()
+        if ret > result.best_return:
+            result.best_return, result.best_params = ret, params
+        params = step.params
+        result.history.append(
+            IterationMetrics(
+                iteration,
+                ret,
+                ret,
+                step.kl,
+                step.fraction,
+                episodes.steps,
+                time.perf_counter() - began,
+                sampled - began,
+            )
+        )
+        if time_budget is not None and time.perf_counter() - clock > time_budget:
+            break
+    result.params = params
+    return result
+
+
+def evaluate(
+    params: Params,
+    env: Navigation2D,
+    goals: torch.Tensor,
+    *,
+    rollouts: int = 20,
+    steps: int = 3,
+    lr_first: float = 0.1,
+    lr_after: float = 0.05,
+    gamma: float = 0.99,
+    gae_lambda: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Evaluation:
+    """The mean return on `goals` after 0, 1, …, `steps` policy-gradient steps, each step on
+    fresh episodes of the current policy; the first step with `lr_first`, later ones with
+    `lr_after` (the original MAML test script halves the step size after the first step)."""
+    per_task = []
+    fast = params
+    supports: list[Batch] = []
+    for step in range(steps + 1):
+        episodes = rollout(env, fast, goals, rollouts, generator)
+        per_task.append(episodes.returns().mean(-1))
+        if step == steps:
+            break
+        supports.append(to_batch(episodes, gamma=gamma, gae_lambda=gae_lambda))
+        lrs = [lr_first] + [lr_after] * (len(supports) - 1)
+        with torch.no_grad():
+            fast = inner_adapt(params, supports, lrs, first_order=True)
+    table = torch.stack(per_task)
+    ci = 1.96 * table.std(-1) / math.sqrt(table.shape[-1])
+    return Evaluation(table.mean(-1), ci, table)
