@@ -1,9 +1,14 @@
 """Meta-reinforcement learning: MAML with policy-gradient inner steps and a TRPO outer step.
 
-`train_navigation` meta-trains a Gaussian MLP policy on batched 2D navigation (Finn et al.
-2017, §5.3); `evaluate` measures the return after 0, 1, … policy-gradient steps on new goals.
+`train_maml` meta-trains a Gaussian MLP policy on a task environment (Finn et al. 2017, §5.3):
+batched 2D navigation (`Navigation2D`), or HalfCheetah direction / velocity on Gymnasium and
+MuJoCo (`HalfCheetahTasks`, with the `[rl]` extra; imported on first use). `evaluate` measures
+the return after 0, 1, … policy-gradient steps on new tasks (`fixed_tasks`).
 """
 
+from typing import Any
+
+from metagrad.rl.environment import TaskEnvironment, Transition, fixed_tasks
 from metagrad.rl.maml_trpo import MAMLTRPO, Evaluation, inner_adapt, pg_loss, surrogate
 from metagrad.rl.navigation import Navigation2D
 from metagrad.rl.policy import Gaussian, init_policy, kl_divergence, log_prob, policy
@@ -16,7 +21,7 @@ from metagrad.rl.returns import (
     normalise,
 )
 from metagrad.rl.sampling import Batch, Episodes, rollout, to_batch
-from metagrad.rl.train import TrainResult, evaluate, train_navigation, train_pretrained
+from metagrad.rl.train import TrainResult, evaluate, train_maml, train_pretrained
 from metagrad.rl.trpo import TRPO, conjugate_gradient, line_search, trpo_step
 
 __all__ = [
@@ -26,13 +31,17 @@ __all__ = [
     "Episodes",
     "Evaluation",
     "Gaussian",
+    "HalfCheetahTasks",
     "Navigation2D",
+    "TaskEnvironment",
     "TrainResult",
+    "Transition",
     "advantages",
     "conjugate_gradient",
     "discounted_returns",
     "evaluate",
     "fit_linear_baseline",
+    "fixed_tasks",
     "gae",
     "init_policy",
     "inner_adapt",
@@ -46,7 +55,16 @@ __all__ = [
     "rollout",
     "surrogate",
     "to_batch",
-    "train_navigation",
+    "train_maml",
     "train_pretrained",
     "trpo_step",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`HalfCheetahTasks` imports Gymnasium and MuJoCo (the `[rl]` extra) only when asked for."""
+    if name == "HalfCheetahTasks":
+        from metagrad.rl.cheetah import HalfCheetahTasks
+
+        return HalfCheetahTasks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

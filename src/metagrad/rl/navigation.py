@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import torch
 
-from metagrad.tasks.seeding import task_generator
+from metagrad.rl.environment import Transition
 
 
 class Step(NamedTuple):
@@ -47,18 +47,18 @@ class Navigation2D:
     observation_size: int = 2
     action_size: int = 2
 
-    def sample_goals(
+    def sample_tasks(
         self, generator: torch.Generator, num_tasks: int, dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:
         """`num_tasks` goals, uniform in [low, high]², `[T, 2]`."""
         unit = torch.rand(num_tasks, 2, generator=generator, dtype=torch.float64)
         return (self.goal_low + (self.goal_high - self.goal_low) * unit).to(dtype)
 
-    def goals(
-        self, seed: int, split: str, index: int, num_tasks: int, dtype: torch.dtype = torch.float32
-    ) -> torch.Tensor:
-        """The goals of meta-batch `index` of `split`: a pure function of its arguments."""
-        return self.sample_goals(task_generator(seed, split, index), num_tasks, dtype)
+    def simulate(
+        self, tasks: torch.Tensor, rollouts: int, generator: torch.Generator | None = None
+    ) -> _Simulation:
+        """Every episode starts at the origin (the generator is not needed)."""
+        return _Simulation(self, tasks, self.reset(tasks, rollouts))
 
     def reset(self, goals: torch.Tensor, rollouts: int) -> torch.Tensor:
         """Start positions (the origin) for `rollouts` episodes of every task, `[T, R, 2]`."""
@@ -82,3 +82,16 @@ class Navigation2D:
         else:
             done = (offsets.abs() < self.goal_radius).all(dim=-1) & alive.bool()
         return Step(positions, rewards, done)
+
+
+class _Simulation:
+    def __init__(self, env: Navigation2D, goals: torch.Tensor, positions: torch.Tensor) -> None:
+        self.env, self.goals, self.positions = env, goals, positions
+
+    def observe(self) -> torch.Tensor:
+        return self.positions
+
+    def step(self, actions: torch.Tensor, alive: torch.Tensor) -> Transition:
+        step = self.env.step(self.positions, self.goals, actions, alive)
+        self.positions = step.positions
+        return Transition(step.positions, step.rewards, step.done)

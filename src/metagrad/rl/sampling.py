@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 
 from metagrad.models.functional import Params
-from metagrad.rl.navigation import Navigation2D
+from metagrad.rl.environment import TaskEnvironment
 from metagrad.rl.policy import policy, sample
 from metagrad.rl.returns import advantages
 
@@ -16,7 +16,7 @@ class Episodes(NamedTuple):
     """R episodes of each of T tasks, padded to the horizon H."""
 
     observations: torch.Tensor
-    """The position before each action, `[T, R, H, obs]`."""
+    """The observation before each action, `[T, R, H, obs]`."""
     actions: torch.Tensor
     """The sampled (unclipped) actions, `[T, R, H, act]`."""
     rewards: torch.Tensor
@@ -49,25 +49,27 @@ class Batch(NamedTuple):
 
 @torch.no_grad()
 def rollout(
-    env: Navigation2D,
+    env: TaskEnvironment,
     params: Params,
-    goals: torch.Tensor,
+    tasks: torch.Tensor,
     rollouts: int,
     generator: torch.Generator | None = None,
 ) -> Episodes:
     """`rollouts` episodes per task with the policy `params` (one copy, or one per task with a
-    leading T dimension), actions drawn from `generator`."""
-    positions = env.reset(goals, rollouts)
-    alive = torch.ones(positions.shape[:2], dtype=goals.dtype)
+    leading T dimension), actions and initial states drawn from `generator` (None: the global
+    RNG)."""
+    simulation = env.simulate(tasks, rollouts, generator)
+    current = simulation.observe().to(tasks.dtype)
+    alive = torch.ones(current.shape[:2], dtype=tasks.dtype)
     observations, actions, rewards, masks = [], [], [], []
     for _ in range(env.horizon):
-        observations.append(positions)
+        observations.append(current)
         masks.append(alive)
-        action = sample(policy(params, positions), generator)
-        step = env.step(positions, goals, action, alive)
+        action = sample(policy(params, current), generator)
+        step = simulation.step(action, alive)
         actions.append(action)
-        rewards.append(step.rewards)
-        positions = step.positions
+        rewards.append(step.rewards.to(tasks.dtype))
+        current = step.observations.to(tasks.dtype)
         alive = alive * ~step.done
     return Episodes(
         torch.stack(observations, 2),

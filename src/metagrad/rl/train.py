@@ -1,8 +1,8 @@
-"""Meta-training on 2D navigation, the paper's baselines, and evaluation after k PG steps.
+"""Meta-training on any task environment, the paper's baselines, and evaluation after k PG steps.
 
-Meta-batch i of a run with seed s uses the goals and the action noise of
+Meta-batch i of a run with seed s uses the tasks, the initial states and the action noise of
 `task_generator(s, "train", i)`, so a run is a pure function of its seed and arguments.
-Evaluation uses the "test" split.
+Evaluation uses the "test" split (`fixed_tasks`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from metagrad.models.functional import Params
+from metagrad.rl.environment import TaskEnvironment
 from metagrad.rl.maml_trpo import MAMLTRPO, Evaluation, inner_adapt, masked_mean
-from metagrad.rl.navigation import Navigation2D
 from metagrad.rl.policy import init_policy, kl_divergence, log_prob, policy
 from metagrad.rl.sampling import Batch, rollout, to_batch
 from metagrad.rl.trpo import TRPO, trpo_step
@@ -51,9 +51,9 @@ class TrainResult:
 
 def _sample_adapted(
     algorithm: MAMLTRPO,
-    env: Navigation2D,
+    env: TaskEnvironment,
     params: Params,
-    goals: torch.Tensor,
+    tasks: torch.Tensor,
     rollouts: int,
     generator: torch.Generator,
 ) -> tuple[list[Batch], Batch, float, float, int]:
@@ -64,7 +64,7 @@ def _sample_adapted(
     pre = post = 0.0
     env_steps = 0
     for step in range(algorithm.inner_steps + 1):
-        episodes = rollout(env, fast, goals, rollouts, generator)
+        episodes = rollout(env, fast, tasks, rollouts, generator)
         env_steps += episodes.steps
         batch = to_batch(episodes, gamma=algorithm.gamma, gae_lambda=algorithm.gae_lambda)
         if step == 0:
@@ -78,7 +78,8 @@ def _sample_adapted(
     raise AssertionError("unreachable")
 
 
-def train_navigation(
+def train_maml(
+    env: TaskEnvironment,
     iterations: int,
     seed: int = 0,
     *,
@@ -87,19 +88,17 @@ def train_navigation(
     hidden: Sequence[int] = (100, 100),
     init_std: float = 1.0,
     algorithm: MAMLTRPO | None = None,
-    env: Navigation2D | None = None,
     dtype: torch.dtype = torch.float32,
     time_budget: float | None = None,
     params: Params | None = None,
     start: int = 0,
     log: Callable[[IterationMetrics], None] | None = None,
 ) -> TrainResult:
-    """MAML-TRPO on 2D navigation for `iterations` meta-iterations, or until `time_budget`
-    seconds have passed (checked after each iteration). Paper settings by default: 20 tasks,
-    20 episodes per task per step, α = 0.1, one inner step, max KL 0.01. `params` and `start`
-    (the first meta-batch index) continue an earlier run."""
+    """MAML-TRPO on `env` for `iterations` meta-iterations, or until `time_budget` seconds have
+    passed (checked after each iteration). The paper's navigation settings by default: 20 tasks,
+    20 episodes per task per step, α = 0.1, one inner step, max KL 0.01 (HalfCheetah: 40 tasks).
+    `params` and `start` (the first meta-batch index) continue an earlier run."""
     algorithm = algorithm or MAMLTRPO()
-    env = env or Navigation2D()
     if params is None:
         params = init_policy(
             env.observation_size,
@@ -114,9 +113,9 @@ def train_navigation(
     for iteration in range(start, start + iterations):
         began = time.perf_counter()
         generator = task_generator(seed, "train", iteration)
-        goals = env.sample_goals(generator, meta_batch, dtype)
+        tasks = env.sample_tasks(generator, meta_batch, dtype)
         supports, query, pre, post, env_steps = _sample_adapted(
-            algorithm, env, params, goals, rollouts, generator
+            algorithm, env, params, tasks, rollouts, generator
         )
         sampled = time.perf_counter()
         step = algorithm.meta_step(params, supports, query)
@@ -143,6 +142,7 @@ def train_navigation(
 
 
 def train_pretrained(
+    env: TaskEnvironment,
     iterations: int,
     seed: int = 0,
     *,
@@ -153,15 +153,13 @@ def train_pretrained(
     gamma: float = 0.99,
     gae_lambda: float = 1.0,
     trpo: TRPO | None = None,
-    env: Navigation2D | None = None,
     dtype: torch.dtype = torch.float32,
     time_budget: float | None = None,
     params: Params | None = None,
     start: int = 0,
 ) -> TrainResult:
     """The paper's "pretrained" baseline: one policy trained by TRPO on all tasks jointly
-    (each iteration a fresh meta-batch of goals), without adaptation."""
-    env = env or Navigation2D()
+    (each iteration a fresh meta-batch of tasks), without adaptation."""
     trpo = trpo or TRPO()
     if params is None:
         params = init_policy(
@@ -177,8 +175,8 @@ def train_pretrained(
     for iteration in range(start, start + iterations):
         began = time.perf_counter()
         generator = task_generator(seed, "train", iteration)
-        goals = env.sample_goals(generator, meta_batch, dtype)
-        episodes = rollout(env, params, goals, rollouts, generator)
+        tasks = env.sample_tasks(generator, meta_batch, dtype)
+        episodes = rollout(env, params, tasks, rollouts, generator)
         batch = to_batch(episodes, gamma=gamma, gae_lambda=gae_lambda)
         sampled = time.perf_counter()
         with torch.no_grad():
@@ -218,8 +216,8 @@ def train_pretrained(
 
 def evaluate(
     params: Params,
-    env: Navigation2D,
-    goals: torch.Tensor,
+    env: TaskEnvironment,
+    tasks: torch.Tensor,
     *,
     rollouts: int = 20,
     steps: int = 3,
@@ -229,14 +227,14 @@ def evaluate(
     gae_lambda: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> Evaluation:
-    """The mean return on `goals` after 0, 1, …, `steps` policy-gradient steps, each step on
+    """The mean return on `tasks` after 0, 1, …, `steps` policy-gradient steps, each step on
     fresh episodes of the current policy; the first step with `lr_first`, later ones with
     `lr_after` (the original MAML test script halves the step size after the first step)."""
     per_task = []
     fast = params
     supports: list[Batch] = []
     for step in range(steps + 1):
-        episodes = rollout(env, fast, goals, rollouts, generator)
+        episodes = rollout(env, fast, tasks, rollouts, generator)
         per_task.append(episodes.returns().mean(-1))
         if step == steps:
             break

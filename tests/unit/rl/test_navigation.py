@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from metagrad.rl import Navigation2D, init_policy, rollout
+from metagrad.rl import Navigation2D, fixed_tasks, init_policy, rollout
 
 
 def reference_episode(goal, actions, max_action=0.1, radius=0.01):
@@ -28,7 +28,7 @@ def test_batched_steps_equal_the_per_episode_reference(seed):
     env = Navigation2D(horizon=30)
     generator = torch.Generator().manual_seed(seed)
     tasks, rollouts = 3, 4
-    goals = env.sample_goals(generator, tasks, torch.float64)
+    goals = env.sample_tasks(generator, tasks, torch.float64)
     # Large actions so that clipping matters; a biased walk so some episodes reach their goal.
     actions = 0.15 * torch.randn(
         tasks, rollouts, env.horizon, 2, generator=generator, dtype=torch.float64
@@ -76,12 +76,12 @@ def test_reaching_the_goal_ends_the_episode():
     assert alive.item() == 0
 
 
-def test_goals_are_a_pure_function_of_seed_split_and_index():
+def test_fixed_goals_are_a_pure_function_of_seed_split_and_index():
     env = Navigation2D()
-    a = env.goals(3, "train", 7, 20)
-    assert torch.equal(a, env.goals(3, "train", 7, 20))
-    assert not torch.equal(a, env.goals(3, "train", 8, 20))
-    assert not torch.equal(a, env.goals(3, "test", 7, 20))
+    a = fixed_tasks(env, 3, "train", 7, 20)
+    assert torch.equal(a, fixed_tasks(env, 3, "train", 7, 20))
+    assert not torch.equal(a, fixed_tasks(env, 3, "train", 8, 20))
+    assert not torch.equal(a, fixed_tasks(env, 3, "test", 7, 20))
     assert a.min() >= -0.5 and a.max() <= 0.5
 
 
@@ -90,7 +90,7 @@ def test_rollout_records_the_observation_before_each_action():
     params = init_policy(
         2, 2, (8,), generator=torch.Generator().manual_seed(0), dtype=torch.float64
     )
-    goals = env.sample_goals(torch.Generator().manual_seed(1), 2, torch.float64)
+    goals = env.sample_tasks(torch.Generator().manual_seed(1), 2, torch.float64)
     episodes = rollout(env, params, goals, 3, torch.Generator().manual_seed(2))
     assert episodes.observations.shape == (2, 3, 20, 2)
     assert torch.all(episodes.observations[:, :, 0] == 0)

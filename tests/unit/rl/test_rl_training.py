@@ -3,19 +3,19 @@
 import pytest
 import torch
 
-from metagrad.rl import Navigation2D, evaluate, train_navigation
+from metagrad.rl import Navigation2D, evaluate, fixed_tasks, train_maml
 
 
 @pytest.mark.slow
 def test_short_navigation_run_improves_the_post_adaptation_return():
     torch.set_num_threads(min(2, torch.get_num_threads()))
     env = Navigation2D()
-    result = train_navigation(15, seed=0, meta_batch=10, rollouts=10, env=env)
+    result = train_maml(env, 15, seed=0, meta_batch=10, rollouts=10)
     history = result.history
     assert len(history) == 15
     assert all(0 < m.kl <= 0.01 for m in history if m.fraction > 0)
-    goals = env.goals(0, "test", 0, 20)
-    initial = train_navigation(0, seed=0, env=env).params
+    goals = fixed_tasks(env, 0, "test", 0, 20)
+    initial = train_maml(env, 0, seed=0).params
 
     def adapted(params):
         return evaluate(

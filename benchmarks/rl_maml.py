@@ -1,22 +1,25 @@
-"""MAML-TRPO on 2D navigation (Finn et al. 2017, §5.3): the return after 0–3 policy-gradient
-steps on new goals, for MAML, a randomly initialised policy and a policy pre-trained on all
-tasks jointly (the paper's App. C table: MAML −40.41, −11.68, −3.33, −3.23).
+"""MAML-TRPO (Finn et al. 2017, §5.3) on 2D navigation or HalfCheetah direction / velocity: the
+return after 0–3 policy-gradient steps on new tasks, for MAML, a randomly initialised policy and
+a policy pre-trained on all tasks jointly (the paper's App. C table for navigation: MAML −40.41,
+−11.68, −3.33, −3.23; HalfCheetah is reported as curves, Figure 5).
 
 Training runs in chunks of `--budget` seconds that continue from `--state`, so a long run is a
 series of short commands:
 
-    python benchmarks/rl_navigation.py --state runs/rl-nav.pt --budget 180   # repeat
-    python benchmarks/rl_navigation.py --state runs/rl-nav.pt --budget 0 --pretrain-budget 120
+    python benchmarks/rl_maml.py --state runs/rl-nav.pt --budget 180   # repeat
+    python benchmarks/rl_maml.py --state runs/rl-nav.pt --budget 0 --pretrain-budget 120
+    python benchmarks/rl_maml.py --env halfcheetah-dir --state runs/rl-dir.pt --budget 600
 
 Each call then evaluates the best MAML policy seen so far (as the paper does), the random
-initialisation and, when trained, the pre-trained policy on 40 "test" goals with 40 episodes
-per step, first step size 0.1 and 0.05 after it.
+initialisation and, when trained, the pre-trained policy on 40 "test" tasks with 40 episodes
+per step, first step size 0.1 and 0.05 after it. It prints environment steps per second.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -25,17 +28,35 @@ import torch
 from metagrad.rl import (
     MAMLTRPO,
     Navigation2D,
+    TaskEnvironment,
     evaluate,
+    fixed_tasks,
     init_policy,
-    train_navigation,
+    train_maml,
     train_pretrained,
 )
 from metagrad.rl.train import IterationMetrics
 from metagrad.tasks.seeding import task_generator
 
+PAPER = {"navigation": (-40.41, -11.68, -3.33, -3.23)}
+META_BATCH = {"navigation": 20, "halfcheetah-dir": 40, "halfcheetah-vel": 40}
+
+
+def environment(name: str, horizon: int | None) -> TaskEnvironment:
+    if name == "navigation":
+        return Navigation2D(horizon=horizon or 100)
+    from metagrad.rl import HalfCheetahTasks
+
+    kind = {"halfcheetah-dir": "direction", "halfcheetah-vel": "velocity"}[name]
+    return HalfCheetahTasks(kind, horizon=horizon or 200)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", choices=sorted(META_BATCH), default="navigation")
+    parser.add_argument("--horizon", type=int, help="default: the paper's (100; cheetah 200)")
+    parser.add_argument("--meta-batch", type=int, help="tasks per iteration (paper: 20; 40)")
+    parser.add_argument("--rollouts", type=int, default=20, help="episodes per task and step")
     parser.add_argument("--state", type=Path, required=True, help="created, then continued")
     parser.add_argument("--budget", type=float, default=180.0, help="MAML training seconds")
     parser.add_argument("--pretrain-budget", type=float, default=0.0)
@@ -45,8 +66,13 @@ def main() -> None:
     parser.add_argument("--eval-rollouts", type=int, default=40)
     args = parser.parse_args()
 
-    env = Navigation2D()
-    state = torch.load(args.state) if args.state.exists() else {"seed": args.seed}
+    env = environment(args.env, args.horizon)
+    meta_batch = args.meta_batch or META_BATCH[args.env]
+    state = {"env": args.env, "seed": args.seed}
+    if args.state.exists():
+        state = torch.load(args.state, weights_only=True)
+        if state.get("env", "navigation") != args.env:
+            parser.error(f"{args.state} holds a {state.get('env')} run, not {args.env}")
     seed = state["seed"]
     if args.budget > 0:
         algorithm = MAMLTRPO(first_order=args.first_order)
@@ -59,11 +85,13 @@ def main() -> None:
                 flush=True,
             )
 
-        run = train_navigation(
+        run = train_maml(
+            env,
             10**9,
             seed,
+            meta_batch=meta_batch,
+            rollouts=args.rollouts,
             algorithm=algorithm,
-            env=env,
             time_budget=args.budget,
             params=state.get("maml"),
             start=state.get("maml_iterations", 0),
@@ -77,9 +105,11 @@ def main() -> None:
             state["maml_best"], state["maml_best_return"] = run.best_params, run.best_return
     if args.pretrain_budget > 0:
         run = train_pretrained(
+            env,
             10**9,
             seed,
-            env=env,
+            meta_batch=meta_batch,
+            rollouts=args.rollouts,
             time_budget=args.pretrain_budget,
             params=state.get("pretrained"),
             start=state.get("pretrained_iterations", 0),
@@ -91,7 +121,9 @@ def main() -> None:
             f"{run.history[-1].pre_return:.2f}"
         )
     args.state.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, args.state)
+    partial = args.state.with_name(f".{args.state.name}.tmp")
+    torch.save(state, partial)
+    os.replace(partial, args.state)  # a kill while saving leaves the previous state whole
 
     history = state.get("maml_history", [])
     if history:
@@ -106,17 +138,21 @@ def main() -> None:
             f"return {state['maml_best_return']:.2f}"
         )
     policies = {
-        "random init": init_policy(2, 2, generator=task_generator(seed, "train", 2**31 - 1)),
+        "random init": init_policy(
+            env.observation_size,
+            env.action_size,
+            generator=task_generator(seed, "train", 2**31 - 1),
+        ),
     }
     if "maml_best" in state:
         policies["MAML (best)"] = state["maml_best"]
         policies["MAML (last)"] = state["maml"]
     if "pretrained" in state:
         policies["pretrained"] = state["pretrained"]
-    goals = env.goals(seed, "test", 0, args.eval_tasks)
+    tasks = fixed_tasks(env, seed, "test", 0, args.eval_tasks)
     print(
-        f"\nreturn after k PG steps, {args.eval_tasks} test goals, {args.eval_rollouts} episodes "
-        "per step, mean ± 95% CI over goals"
+        f"\nreturn after k PG steps, {args.eval_tasks} test tasks, {args.eval_rollouts} episodes "
+        "per step, mean ± 95% CI over tasks"
     )
     print(f"{'policy':<14}" + "".join(f"{f'k={k}':>18}" for k in range(4)))
     for name, params in policies.items():
@@ -124,7 +160,7 @@ def main() -> None:
         result = evaluate(
             params,
             env,
-            goals,
+            tasks,
             rollouts=args.eval_rollouts,
             steps=3,
             generator=task_generator(seed, "test", 1),
@@ -132,7 +168,8 @@ def main() -> None:
         pairs = zip(result.returns.tolist(), result.ci95.tolist(), strict=True)
         cells = "".join(f"{m:>11.2f} ± {c:4.2f}" for m, c in pairs)
         print(f"{name:<14}{cells}   ({time.perf_counter() - began:.1f} s)")
-    print(f"{'paper (MAML)':<14}" + "".join(f"{v:>18.2f}" for v in (-40.41, -11.68, -3.33, -3.23)))
+    if args.env in PAPER:
+        print(f"{'paper (MAML)':<14}" + "".join(f"{v:>18.2f}" for v in PAPER[args.env]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,189 @@
+"""HalfCheetah direction and velocity tasks (Finn et al. 2017, §5.3), on Gymnasium and MuJoCo.
+
+Two subclasses of Gymnasium's `HalfCheetah-v5` with the meta-RL observation of rllab, the
+original MAML code and pytorch-maml-rl: qpos[1:], qvel and the torso's position
+(`get_body_com("torso")`; 20 numbers), and the task's reward with a control cost of 0.05‖a‖²:
+
+- `metagrad/HalfCheetahDir-v0`: dir · v, the direction +1 (forward) or −1 (backward);
+- `metagrad/HalfCheetahVel-v0`: −|v − v*|, the target velocity v* uniform in [0, 2].
+
+v is the forward velocity of the root over one step (5 MuJoCo frames of 0.01 s). Both are
+registered with Gymnasium on import, horizon 200 as in the paper. `HalfCheetahTasks` is the task
+environment meta-training uses: T tasks × R episodes in one Gymnasium vector environment.
+Needs the `[rl]` extra (`pip install metagrad[rl]`).
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache, partial
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from metagrad.errors import ConfigError
+from metagrad.rl.environment import Transition
+
+try:
+    import gymnasium
+    import mujoco
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+    from gymnasium.spaces import Box
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ConfigError(
+        f"HalfCheetah needs Gymnasium and MuJoCo ({error}); install them with "
+        "`pip install metagrad[rl]`"
+    ) from error
+
+HORIZON = 200
+CONTROL_COST = 0.05
+
+
+@cache
+def _compiled(path: str) -> mujoco.MjModel:
+    return mujoco.MjModel.from_xml_path(path)
+
+
+class _MetaHalfCheetah(HalfCheetahEnv):
+    """HalfCheetah-v5 with the 20-d meta-RL observation and a task parameter `task`."""
+
+    def __init__(self, task: float, **kwargs: Any) -> None:
+        kwargs.setdefault("ctrl_cost_weight", CONTROL_COST)
+        super().__init__(**kwargs)
+        self.task = float(task)
+        self.observation_space = Box(-np.inf, np.inf, (20,), np.float64)
+        gymnasium.utils.EzPickle.__init__(self, task, **kwargs)
+
+    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        """A copy of one compiled model per process: a meta-batch makes hundreds of these
+        environments, and compiling the XML for each costs time (and a MuJoCo warning each)."""
+        model = copy.deepcopy(_compiled(self.fullpath))
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
+
+    def _get_obs(self) -> np.ndarray:
+        return np.concatenate(
+            [self.data.qpos.flat[1:], self.data.qvel.flat, self.get_body_com("torso").flat]
+        )
+
+    def _task_reward(self, x_velocity: float) -> float:
+        raise NotImplementedError
+
+    def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, float]]:
+        forward = self._task_reward(x_velocity)
+        control = self.control_cost(action)
+        return forward - control, {"reward_forward": forward, "reward_ctrl": -control}
+
+
+class HalfCheetahDir(_MetaHalfCheetah):
+    """Run forward (`task` = +1) or backward (−1): reward dir · v − 0.05‖a‖²."""
+
+    def __init__(self, task: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(task, **kwargs)
+
+    def _task_reward(self, x_velocity: float) -> float:
+        return self.task * x_velocity
+
+
+class HalfCheetahVel(_MetaHalfCheetah):
+    """Run at the target velocity `task`: reward −|v − v*| − 0.05‖a‖²."""
+
+    def __init__(self, task: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(task, **kwargs)
+
+    def _task_reward(self, x_velocity: float) -> float:
+        return -abs(x_velocity - self.task)
+
+
+ENV_IDS = {"direction": "metagrad/HalfCheetahDir-v0", "velocity": "metagrad/HalfCheetahVel-v0"}
+for _id, _entry in zip(ENV_IDS.values(), ("HalfCheetahDir", "HalfCheetahVel"), strict=True):
+    if _id not in gymnasium.registry:
+        gymnasium.register(_id, entry_point=f"{__name__}:{_entry}", max_episode_steps=HORIZON)
+
+
+class HalfCheetahTasks:
+    """The task distribution of `kind` and its batched simulation.
+
+    Directions are ±1 with probability ½ each, target velocities uniform in [0, 2] (the paper's
+    distributions). All T·R episodes step together in one `gymnasium.vector` environment, kept
+    between calls: "sync" steps them in this process; "async" runs one process per episode
+    (started with `spawn`), worth it only with many cores and few episodes.
+    """
+
+    observation_size = 20
+    action_size = 6
+
+    def __init__(
+        self,
+        kind: Literal["direction", "velocity"] = "direction",
+        horizon: int = HORIZON,
+        vectorization: Literal["sync", "async"] = "sync",
+    ) -> None:
+        if kind not in ENV_IDS:
+            raise ConfigError(
+                f"HalfCheetah task kind must be one of {sorted(ENV_IDS)}, got {kind!r}"
+            )
+        if vectorization not in ("sync", "async"):
+            raise ConfigError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
+        self.kind, self.horizon, self.vectorization = kind, horizon, vectorization
+        self._vector: gymnasium.vector.VectorEnv | None = None
+
+    def sample_tasks(
+        self, generator: torch.Generator, num_tasks: int, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        unit = torch.rand(num_tasks, 1, generator=generator, dtype=torch.float64)
+        tasks = torch.where(unit < 0.5, -1.0, 1.0) if self.kind == "direction" else 2 * unit
+        return tasks.to(dtype)
+
+    def _vector_env(self, size: int) -> gymnasium.vector.VectorEnv:
+        if self._vector is None or self._vector.num_envs != size:
+            self.close()
+            # "module:id" makes a spawned worker import this module, which registers the id.
+            make = [
+                partial(
+                    gymnasium.make,
+                    f"{__name__}:{ENV_IDS[self.kind]}",
+                    max_episode_steps=self.horizon,
+                    disable_env_checker=True,
+                )
+            ] * size
+            if self.vectorization == "sync":
+                self._vector = gymnasium.vector.SyncVectorEnv(make)
+            else:
+                self._vector = gymnasium.vector.AsyncVectorEnv(make, context="spawn")
+        return self._vector
+
+    def simulate(
+        self, tasks: torch.Tensor, rollouts: int, generator: torch.Generator | None = None
+    ) -> _VectorSimulation:
+        vector = self._vector_env(tasks.shape[0] * rollouts)
+        vector.set_attr("task", tasks[:, 0].repeat_interleave(rollouts).tolist())
+        seeds = torch.randint(2**31 - 1, (vector.num_envs,), generator=generator)
+        observations, _ = vector.reset(seed=seeds.tolist())
+        return _VectorSimulation(vector, tasks.shape[0], observations)
+
+    def close(self) -> None:
+        if self._vector is not None:
+            self._vector.close()
+            self._vector = None
+
+
+class _VectorSimulation:
+    def __init__(self, vector: gymnasium.vector.VectorEnv, tasks: int, first: np.ndarray) -> None:
+        self.vector, self.tasks, self.first = vector, tasks, first
+
+    def _shaped(self, values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(values)).reshape(self.tasks, -1, *values.shape[1:])
+
+    def observe(self) -> torch.Tensor:
+        return self._shaped(self.first)
+
+    def step(self, actions: torch.Tensor, alive: torch.Tensor) -> Transition:
+        """The actions are clipped to the action space (±1), as the simulator clips the torque,
+        so the control cost is paid on the torque applied. HalfCheetah never ends early."""
+        flat = actions.reshape(-1, actions.shape[-1]).clamp(-1, 1).double().numpy()
+        observations, rewards, terminated, _, _ = self.vector.step(flat)
+        rewards = self._shaped(rewards) * alive
+        return Transition(self._shaped(observations), rewards, self._shaped(terminated).bool())
