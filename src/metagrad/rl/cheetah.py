@@ -42,7 +42,17 @@ CONTROL_COST = 0.05
 
 @cache
 def _compiled(path: str) -> mujoco.MjModel:
-    return mujoco.MjModel.from_xml_path(path)
+    """The model, compiled once per process. Gymnasium's XML sets the total mass in the compiler,
+    which MuJoCo ≥ 3.3 deprecates with a warning written to MUJOCO_LOG.TXT in the working
+    directory; the mass is set on the compiled model instead, as MuJoCo advises (the same model,
+    mass for mass)."""
+    spec = mujoco.MjSpec.from_file(path)
+    total_mass, spec.compiler.settotalmass = spec.compiler.settotalmass, -1
+    model = spec.compile()
+    if total_mass > 0:
+        mujoco.mj_setTotalmass(model, total_mass)
+        mujoco.mj_setConst(model, mujoco.MjData(model))
+    return model
 
 
 class _MetaHalfCheetah(HalfCheetahEnv):

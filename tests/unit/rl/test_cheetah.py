@@ -16,7 +16,13 @@ pytest.importorskip("mujoco")
 
 from metagrad.errors import ConfigError  # noqa: E402
 from metagrad.rl import fixed_tasks, init_policy, train_maml  # noqa: E402
-from metagrad.rl.cheetah import HalfCheetahTasks  # noqa: E402
+from metagrad.rl.cheetah import HalfCheetahTasks, _compiled  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """The stock model warns into MUJOCO_LOG.TXT in the working directory."""
+    monkeypatch.chdir(tmp_path)
 
 
 def reference_steps(seed, actions, task_reward):
@@ -77,6 +83,14 @@ def test_batched_episodes_equal_the_stock_environment(kind, tasks, task_reward):
             np.testing.assert_allclose(observations[t, r].numpy(), expected_obs, atol=1e-12)
             np.testing.assert_allclose(rewards[t, r].numpy(), expected_rewards, atol=1e-12)
     env.close()
+
+
+def test_no_log_file_is_left_in_the_working_directory(tmp_path):
+    _compiled.cache_clear()
+    env = HalfCheetahTasks("velocity", horizon=2)
+    env.simulate(torch.ones(1, 1), 1).step(torch.zeros(1, 1, 6), torch.ones(1, 1))
+    env.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ended_episodes_earn_nothing():
