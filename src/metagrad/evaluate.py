@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,13 +243,19 @@ def evaluate_run(
 def best_checkpoints(
     run_dir: Path, config: Config, count: int, device: torch.device | str
 ) -> list[dict]:
-    """The run's `count` best validation checkpoints (`top`), best first."""
+    """The run's `count` best validation checkpoints (`top`), best first; a damaged one is left
+    out with a warning."""
     store = CheckpointStore(run_dir / CHECKPOINT_DIR)
-    states = [load_checkpoint(path, device) for path in store.paths("top")]
+    states = []
+    for path in store.paths("top"):
+        try:
+            states.append(load_checkpoint(path, device))
+        except CheckpointError as err:
+            warnings.warn(f"{err}; left out of the ensemble", stacklevel=2)
     if len(states) < count:
         raise CheckpointError(
             f"an ensemble of {count} needs the run's {count} best validation checkpoints, but "
-            f"{run_dir} holds {len(states)} (train.keep_best = {config.train.keep_best}); "
+            f"{run_dir} holds {len(states)} intact (train.keep_best = {config.train.keep_best}); "
             f"train with train.keep_best >= {count}, or ask for a smaller ensemble"
         )
     higher_is_better = objective_for(config).higher_is_better

@@ -21,12 +21,18 @@ def plot_runs(runs: list[Path], out_dir: Path) -> list[Path]:
     """Every figure that applies to `runs` (the first is the main one), as PNGs in `out_dir`."""
     configs = [saved_config(run) for run in runs]
     check_comparable(runs, configs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [plot_learning_curves(runs, out_dir / "learning-curves.png")]
-    if all(latest_test_result(run) for run in runs):
-        written.append(plot_metric_vs_steps(runs, out_dir / "metric-vs-steps.png"))
-    if configs[0].task.dataset == "sinusoid":
-        written.append(plot_sinusoid_fits(runs, out_dir / "sinusoid-fits.png"))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = [plot_learning_curves(runs, out_dir / "learning-curves.png")]
+        if all(latest_test_result(run) for run in runs):
+            written.append(plot_metric_vs_steps(runs, out_dir / "metric-vs-steps.png"))
+        if configs[0].task.dataset == "sinusoid":
+            written.append(plot_sinusoid_fits(runs, out_dir / "sinusoid-fits.png"))
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot write the figures in {out_dir}: {err.strerror or err}; the runs are "
+            "unchanged. Pass --out with a writable folder"
+        ) from err
     return written
 
 

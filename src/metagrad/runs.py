@@ -80,6 +80,7 @@ def _check_folder(
             f"itself. Pass the folder it points to ({run_dir.resolve()}) or another --run-dir"
         )
     if not _contents(run_dir):
+        _check_creatable(run_dir)
         return None
     if not is_run_folder(run_dir):
         raise CheckpointError(
@@ -100,6 +101,16 @@ def _check_folder(
     refuse_to_replace(run_dir)
     check_writable(run_dir)
     return None
+
+
+def _check_creatable(run_dir: Path) -> None:
+    """A new run's folder can be made: its nearest existing ancestor is a writable folder."""
+    ancestor = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise CheckpointError(
+            f"cannot create run folder {run_dir}: {ancestor} is not a writable folder; choose "
+            "another --run-dir"
+        )
 
 
 def resume_state(run_dir: Path, config: Config) -> dict[str, Any] | None:

@@ -92,6 +92,14 @@ def test_a_folder_without_a_config_is_not_a_run_folder(tmp_path, capsys, command
     assert code == 4 and "is not a run folder" in err
 
 
+def test_figures_that_cannot_be_written_are_a_clear_error(run, tmp_path, capsys):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("the user's")
+    code, _, err = cli(capsys, "plot", run, "--out", blocked / "plots")
+    assert code == 4 and "cannot write the figures" in err and "--out" in err, err
+    assert blocked.read_text() == "the user's"
+
+
 def refuse_writes(monkeypatch, folder):
     """A read-only folder as the code checks it (tests run as root, where chmod stops nothing)."""
     real = runs.os.access

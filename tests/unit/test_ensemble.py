@@ -121,3 +121,19 @@ def test_eval_ensemble_from_the_command_line_and_its_errors(tmp_path, capsys):
     assert exit_.value.code == 2
     assert "not a positive whole number" in capsys.readouterr().err
     assert math.isfinite(saved["mean"]["mse"][-1])
+
+
+def test_a_damaged_ensemble_member_is_left_out_with_a_warning(tmp_path):
+    config = load_config("maml-sinusoid-5shot", SETTINGS)
+    run = fit(config, tmp_path / "run", progress=False)
+    damaged = CheckpointStore(run / CHECKPOINT_DIR).paths("top")[0]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with (
+        pytest.raises(CheckpointError, match=r"ensemble of 3 .* holds 2 intact"),
+        pytest.warns(UserWarning, match="left out of the ensemble"),
+    ):
+        evaluate_run(run, ensemble=3)
+    with pytest.warns(UserWarning, match=damaged.name):
+        result = evaluate_run(run, ensemble=2)
+    assert len(result["step"]) == 2
+    assert len(damaged.read_bytes()) == 100  # kept as it was, for the user to inspect

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import yaml
+from torch import nn
 
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from metagrad.cli import main
@@ -95,6 +96,31 @@ def test_a_changed_model_shape_is_refused_naming_the_field(run, capsys):
     config_file.write_text(yaml.safe_dump(edited))
     code, err = cli(capsys, "train", "--resume", run)
     assert code == 4 and "model.hidden = [20, 20]" in err and "Traceback" not in err
+
+
+def test_a_run_folder_that_cannot_be_made_is_refused_before_loading(tmp_path, capsys):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("the user's")
+    with pytest.raises(CheckpointError, match=r"cannot create run folder .* not a writable folder"):
+        fit(tiny(), blocked / "run", progress=False)
+    assert "loading" not in capsys.readouterr().out
+    assert blocked.read_text() == "the user's"
+
+
+USER_WIDTH = [8]
+
+
+def user_net(num_classes: int = 1) -> nn.Module:
+    """A user's model whose width is set outside the config, as code that changes would be."""
+    return nn.Sequential(nn.Linear(1, USER_WIDTH[0]), nn.ReLU(), nn.Linear(USER_WIDTH[0], 1))
+
+
+def test_a_model_whose_code_changed_is_refused_on_resume(tmp_path, monkeypatch):
+    user = [f"model.name={__name__}:user_net", "train.strategy=vmap"]
+    run = fit(tiny(*user), tmp_path / "run", progress=False)
+    monkeypatch.setattr(sys.modules[__name__], "USER_WIDTH", [12])
+    with pytest.raises(CheckpointError, match=r"does not fit the model.*size mismatch.*restore"):
+        fit(tiny(*user, "train.iterations=6"), run, resume=True)
 
 
 def test_a_locked_run_folder_is_refused_naming_the_holder(run):

@@ -149,14 +149,96 @@ def test_every_strategy_equals_the_hand_written_reference(gradient_of, algorithm
         assert torch.equal(v, running[k]), k
 
 
+class Volume(nn.Module):
+    """Each image as a one-slice volume, for 3-d layers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(2)
+
+
+OTHER_NORMS = {
+    "BatchNorm1d": lambda: nn.Sequential(
+        nn.Flatten(), nn.Linear(36, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)
+    ),
+    "BatchNorm3d": lambda: nn.Sequential(
+        Volume(),
+        nn.Conv3d(1, 4, (1, 3, 3), padding=(0, 1, 1)),
+        nn.BatchNorm3d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool3d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ),
+    "InstanceNorm2d": lambda: nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.InstanceNorm2d(4, affine=True),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ),
+}
+
+
+@pytest.mark.parametrize("norm", OTHER_NORMS)
+def test_other_normalisation_layers_are_exact_in_every_strategy(gradient_of, norm):
+    """The reference runs PyTorch's own layers per task in a loop, where their second-order
+    gradient is right."""
+    torch.manual_seed(0)
+    model = OTHER_NORMS[norm]().double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.rand_like(p) * 0.5)
+    batch = task_batch()
+    plain = copy.deepcopy(model)
+    expected = reference_gradient(
+        lambda params, x: torch.func.functional_call(plain, params, (x,)),
+        model.named_parameters(),
+        batch,
+        "maml",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exact_modules(model)
+    for strategy in VECTORISED_AND_LOOP:
+        grads, _ = gradient_of(ALGORITHMS["maml"], model, CLASSIFICATION, batch, strategy)
+        for k in expected:
+            torch.testing.assert_close(grads[k], expected[k], rtol=1e-10, atol=1e-10)
+
+
+def vmapped_maml_gradient(model, batch):
+    """Second-order MAML in torch.func alone: nested `grad` under `vmap` over the tasks."""
+    theta = {k: p.detach() for k, p in model.named_parameters()}
+
+    def loss(params, x, y):
+        return F.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+
+    def task_loss(params, xs, ys, xq, yq):
+        for _ in range(STEPS):
+            grads = torch.func.grad(loss)(params, xs, ys)
+            params = {k: params[k] - LR * grads[k] for k in params}
+        return loss(params, xq, yq)
+
+    def meta_loss(params):
+        return torch.vmap(task_loss, in_dims=(None, 0, 0, 0, 0))(params, *batch.tensors()).mean()
+
+    return torch.func.grad(meta_loss)(theta)
+
+
 def test_pytorch_batch_norm_under_vmap_is_the_trap_the_rewrite_avoids(gradient_of):
-    """Without the rewrite, the fused kernel's second-order gradient under vmap is wrong."""
+    """PyTorch's fused batch norm gives a wrong second-order gradient under vmap; metagrad
+    refuses such a network unless its layers are rewritten, and then is exact."""
     model = user_model("batch", track_running_stats=False)
     batch = task_batch()
     expected = user_reference(model, batch, "maml")
-    grads, _ = gradient_of(ALGORITHMS["maml"], model, CLASSIFICATION, batch, "vmap")
-    error = max((grads[k] - expected[k]).abs().max().item() for k in expected)
-    assert error > 1e-4
+    grads = vmapped_maml_gradient(model, batch)
+    assert max((grads[k] - expected[k]).abs().max().item() for k in expected) > 1e-4
+    with pytest.raises(ConfigError, match=r"'norm1' is PyTorch's own BatchNorm2d.*exact_modules"):
+        gradient_of(ALGORITHMS["maml"], model, CLASSIFICATION, batch, "vmap")
+    exact_modules(model)
+    grads = vmapped_maml_gradient(model, batch)
+    for k in expected:
+        torch.testing.assert_close(grads[k], expected[k], rtol=1e-10, atol=1e-10)
 
 
 def test_running_statistics_are_kept_in_the_state_dict_and_announced():

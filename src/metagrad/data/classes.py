@@ -20,11 +20,17 @@ def group_positions(labels: Iterable[Label]) -> dict[Label, list[int]]:
     return groups
 
 
+PARTIAL_COPY = (
+    "To use a partial copy on purpose: from Python, pass expected_classes=None; from the "
+    "command line, give its images as one folder per class (task.dataset: folder)."
+)
+
+
 def check_num_classes(num_classes: int, expected: int | None, where: str, fix: str) -> None:
     if expected is not None and num_classes != expected:
         raise DatasetError(
-            f"Found {num_classes} classes in {where}, expected {expected}. To fix: {fix}; to "
-            "load a partial copy on purpose, pass expected_classes=None."
+            f"Found {num_classes} classes in {where}, expected {expected}. To fix: {fix}. "
+            + PARTIAL_COPY
         )
 
 

@@ -31,6 +31,7 @@ from PIL import Image, ImageOps
 
 from metagrad.data.cache import Parts, files_digest, fingerprint, load_or_decode
 from metagrad.data.class_images import ClassImages
+from metagrad.data.classes import PARTIAL_COPY
 from metagrad.data.integrity import download as download_file
 from metagrad.errors import ConfigError, DatasetError
 
@@ -264,8 +265,7 @@ def _check_complete(
         expected += " in " + " + ".join(f"{n} {s} alphabets" for s, n in NUM_ALPHABETS.items())
     raise DatasetError(
         f"Omniglot is incomplete: found {len(characters)} characters ({found}), expected "
-        f"{expected}. {' '.join(problems)} To fix: {_REFETCH}; to load a partial copy on "
-        "purpose, pass expected_classes=None."
+        f"{expected}. {' '.join(problems)} To fix: {_REFETCH}. {PARTIAL_COPY}"
     )
 
 

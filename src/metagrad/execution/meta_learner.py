@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from metagrad.algorithms.base import Algorithm, MetaParameters, Metrics
+from metagrad.errors import CheckpointError
 from metagrad.execution.network import Network
 from metagrad.execution.plan import ExecutionPlan, Report, choose_plan, meta_gradient
 from metagrad.models.exact import exact_modules
@@ -92,7 +93,15 @@ class MetaLearner:
 
     def load_state_dict(self, state: dict, *, plan: bool = True) -> None:
         """Load `state_dict()` output; `plan=False` keeps this learner's own plan."""
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:  # the config matched, so the model's code has changed
+            details = str(err).split(":", 1)[-1].strip().replace("\n\t", " ")
+            raise CheckpointError(
+                f"the checkpoint does not fit the model built from this config ({details}); "
+                "the model's code changed since the checkpoint was saved: restore that code, "
+                "or start a new run"
+            ) from err
         with torch.no_grad():
             for name, value in state.get("extra", {}).items():
                 self.meta.extra[name].copy_(value)

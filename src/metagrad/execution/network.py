@@ -19,7 +19,7 @@ from metagrad.algorithms.base import Metrics
 from metagrad.algorithms.inner import Adaptation, InnerOptimizer, Observe, adapt
 from metagrad.execution.recompute import recomputed
 from metagrad.models.batch_norm import TaskBatchNorm
-from metagrad.models.exact import ExactGroupNorm, ExactLayerNorm
+from metagrad.models.exact import ExactGroupNorm, ExactLayerNorm, check_exact
 from metagrad.models.functional import Params
 from metagrad.objectives import Objective
 
@@ -40,6 +40,7 @@ class Network:
     of the exact group and layer norms), in parameter order."""
 
     def __post_init__(self) -> None:
+        check_exact(self.module)
         object.__setattr__(self, "buffers", dict(self.module.named_buffers()))
         shapes = {k: p.shape for k, p in self.module.named_parameters()}
         object.__setattr__(self, "shapes", shapes)

@@ -30,6 +30,21 @@ from metagrad.errors import ConfigError
 from metagrad.models.batch_norm import TaskBatchNorm
 
 RANDOM_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+PYTORCH_NORMALISATION = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+"""The layers `exact_modules` rewrites."""
+
+
+def check_exact(model: nn.Module) -> None:
+    """Refuse a network whose PyTorch normalisation layers were not rewritten: under `vmap`
+    their meta-gradient would be silently wrong."""
+    for name, module in model.named_modules():
+        if name and isinstance(module, PYTORCH_NORMALISATION):
+            raise ConfigError(
+                f"model layer {name!r} is PyTorch's own {type(module).__name__}, whose "
+                "second-order gradient under vmap is wrong (and whose running statistics update "
+                "in place); pass the model through metagrad.models.exact_modules first "
+                "(MetaLearner and the command line do)"
+            )
 
 
 class ExactGroupNorm(nn.Module):

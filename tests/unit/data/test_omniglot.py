@@ -214,6 +214,7 @@ def test_missing_alphabet_is_reported(
         load(zip_root)
     assert "expected 8 characters" in str(caught.value)
     assert "expected_classes=None" in str(caught.value)
+    assert "task.dataset: folder" in str(caught.value)
     assert len(load(zip_root, expected_classes=None)) == 6
 
 
