@@ -72,10 +72,10 @@ def _fit(
             config.eval.batch_size,
         )
     ]
+    say(f"building the {config.model.name} model and the {config.algorithm.name} algorithm")
+    learner = build_learner(config, device, images)  # before the folder: a bad model makes none
     state = init_run_dir(run_dir, config, resume=resume, overwrite=overwrite, hold=hold)
     resume = state is not None  # a run stopped before its first checkpoint starts afresh
-    say(f"building the {config.model.name} model and the {config.algorithm.name} algorithm")
-    learner = build_learner(config, device, images)
     algorithm = learner.algorithm  # its schedules are set for each outer step (`at_step`)
     optimizer = outer_optimizer(config, learner.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))

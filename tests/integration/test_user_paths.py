@@ -116,3 +116,34 @@ def test_a_read_only_run_folder_is_refused_before_any_compute(run, capsys, monke
         assert code == 4 and "not writable" in err and "Traceback" not in err, err
         assert "loading" not in out
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def not_a_module(num_classes: int = 1):
+    return "a string"
+
+
+def needs_width(width: int):
+    return None
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("model.name=no_such_package_xyz:net", "cannot import 'no_such_package_xyz'"),
+        (f"model.name={__name__}:missing", "has no 'missing'"),
+        (f"model.name={__name__}:not_a_module", "returned str, not a torch.nn.Module"),
+        (f"model.name={__name__}:needs_width", "set the matching kwargs (model.kwargs)"),
+        ("model.name=:net", "write package.module:name"),
+        ("algorithm.name=no_such_package_xyz:Rule", "cannot import 'no_such_package_xyz'"),
+        (f"algorithm.name={__name__}:missing", "has no 'missing'"),
+    ],
+)
+def test_code_named_in_a_config_that_cannot_be_used_is_a_clear_error(
+    tmp_path, capsys, setting, message
+):
+    run_dir = tmp_path / "run"
+    code, _, err = cli(
+        capsys, "train", "maml-sinusoid-5shot", "--run-dir", run_dir, "--set", setting
+    )
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not run_dir.exists()
