@@ -139,6 +139,35 @@ def test_the_probe_halves_the_candidates_each_round(tiny_mlp, sinusoid_batch, mo
     assert calls[-2:] == ["loop", "batched"]
 
 
+def test_the_probe_stops_timing_when_its_time_is_up(tiny_mlp, sinusoid_batch, monkeypatch):
+    """With 0.1 s to spend and 0.06 s per call, the probe times loop and batched once each and
+    keeps the faster; hybrid and vmap are never run."""
+    from metagrad.execution import plan as plan_module
+
+    seconds = {"loop": 0.06, "batched": 0.075, "hybrid": 0.01, "vmap": 0.01}
+    calls = []
+
+    def fake(algorithm, network, meta, batch, plan):
+        calls.append(plan.strategy)
+        time.sleep(seconds[plan.strategy])
+
+    monkeypatch.setattr(plan_module, "meta_gradient", fake)
+    model = tiny_mlp[0]
+    meta = MetaParameters(dict(model.named_parameters()), {})
+    lines = []
+    chosen = choose_plan(
+        MAML(),
+        Network(model, REGRESSION),
+        meta,
+        sinusoid_batch,
+        ExecutionPlan(),
+        seconds=0.1,
+        report=lines.append,
+    )
+    assert calls == ["loop", "batched"] and chosen.strategy == "loop"
+    assert not any(line.strip().startswith("round") for line in lines)
+
+
 def test_an_objective_of_one_task_only_runs_stacked_too(tiny_mlp, sinusoid_batch, gradient_of):
     """Without per-task forms, the stacked learner vectorises the one-task loss and metrics."""
     plain = Objective(

@@ -93,6 +93,24 @@ def test_no_log_file_is_left_in_the_working_directory(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_episodes_in_worker_processes_equal_those_in_this_one():
+    """`async` runs each episode in a spawned process, which registers the ids itself."""
+    tasks = torch.tensor([[0.5], [1.5]], dtype=torch.float64)
+    actions = torch.randn(3, 2, 1, 6, dtype=torch.float64)
+    results = []
+    for vectorization in ("sync", "async"):
+        env = HalfCheetahTasks("velocity", horizon=3, vectorization=vectorization)
+        simulation = env.simulate(tasks, 1, torch.Generator().manual_seed(2))
+        alive = torch.ones(2, 1, dtype=torch.float64)
+        steps = [simulation.step(action, alive) for action in actions]
+        results.append((simulation.observe(), [(s.observations, s.rewards) for s in steps]))
+        env.close()
+    (first, sync), (first_async, run_async) = results
+    assert torch.equal(first, first_async)
+    for (obs, rewards), (obs_async, rewards_async) in zip(sync, run_async, strict=True):
+        assert torch.equal(obs, obs_async) and torch.equal(rewards, rewards_async)
+
+
 def test_ended_episodes_earn_nothing():
     env = HalfCheetahTasks("direction", horizon=3)
     simulation = env.simulate(torch.ones(1, 1, dtype=torch.float64), 2)
