@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import torch
 
+from metagrad.errors import NonFiniteError
 from metagrad.models.functional import Params
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
@@ -134,6 +135,11 @@ def trpo_step(
     tensors = list(leaves.values())
     loss, kl = loss_and_kl(leaves, True)
     gradient = flatten(torch.autograd.grad(loss, tensors, retain_graph=fisher is None))
+    if not (torch.isfinite(loss) and torch.isfinite(gradient).all()):
+        raise NonFiniteError(
+            f"the TRPO surrogate loss ({loss.item():g}) or its gradient is not finite; the "
+            "policy was left unchanged. Check the rewards and observations for NaN or inf"
+        )
     if fisher is None:
         kl_gradient = flatten(torch.autograd.grad(kl, tensors, create_graph=True))
 

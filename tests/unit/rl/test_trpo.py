@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from metagrad.errors import NonFiniteError
 from metagrad.rl import TRPO, conjugate_gradient, init_policy, line_search, trpo_step
 from metagrad.rl.policy import kl_divergence, log_prob, policy
 
@@ -86,3 +87,13 @@ def test_trpo_keeps_the_parameters_when_no_step_is_accepted():
     assert step.fraction == 0.0 and step.kl == 0.0
     for name, value in params.items():
         assert torch.equal(step.params[name], value)
+
+
+def test_a_non_finite_surrogate_stops_the_step_with_a_clear_error():
+    params = {"w": torch.ones(3, dtype=torch.float64)}
+
+    def loss_and_kl(theta, differentiable):
+        return (theta["w"] * float("nan")).sum(), (theta["w"] - 1).square().sum()
+
+    with pytest.raises(NonFiniteError, match="not finite; the policy was left unchanged"):
+        trpo_step(params, loss_and_kl)
