@@ -70,6 +70,10 @@ def _proc_status(key: str) -> int:
 
 
 def release_free_memory() -> None:
-    """Hand freed heap memory back to the system (glibc), so the next peak is the real one."""
+    """Hand freed memory back: the heap to the system (glibc), and on a GPU the blocks PyTorch's
+    caching allocator holds, so the next peak is the real one and what runs next does not work
+    around blocks cut to the sizes of what ran before."""
     with contextlib.suppress(OSError, AttributeError, TypeError):
         ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
