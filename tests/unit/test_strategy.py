@@ -117,23 +117,33 @@ def test_a_strategy_that_cannot_run_is_refused_with_the_ones_that_can(
         ExecutionPlan("vmapp")
 
 
-def test_the_probe_halves_the_candidates_each_round(tiny_mlp, sinusoid_batch, monkeypatch):
-    """Four strategies within 2× of each other, each call long enough to be timed alone: 4
-    first calls, then 4 and 2 timed ones."""
+def probe_with_fake_steps(step_seconds, tiny_mlp, sinusoid_batch, monkeypatch, **options):
+    """`choose_plan` with each strategy's meta-step replaced by a sleep of
+    `step_seconds[strategy]`:
+    the plan, the strategies called in order, and the reported lines."""
     from metagrad.execution import plan as plan_module
 
-    seconds = {"loop": 0.06, "batched": 0.075, "hybrid": 0.09, "vmap": 0.105}
-    calls = []
+    calls, lines = [], []
 
     def fake(algorithm, network, meta, batch, plan):
         calls.append(plan.strategy)
-        time.sleep(seconds[plan.strategy])
+        time.sleep(step_seconds[plan.strategy])
 
     monkeypatch.setattr(plan_module, "meta_gradient", fake)
     model = tiny_mlp[0]
     meta = MetaParameters(dict(model.named_parameters()), {})
     network = Network(model, REGRESSION)
-    chosen = choose_plan(MAML(), network, meta, sinusoid_batch, ExecutionPlan(), report=print)
+    chosen = choose_plan(
+        MAML(), network, meta, sinusoid_batch, ExecutionPlan(), report=lines.append, **options
+    )
+    return chosen, calls, lines
+
+
+def test_the_probe_halves_the_candidates_each_round(tiny_mlp, sinusoid_batch, monkeypatch):
+    """Four strategies within 2× of each other, each call long enough to be timed alone: 4
+    first calls, then 4 and 2 timed ones."""
+    seconds = {"loop": 0.06, "batched": 0.075, "hybrid": 0.09, "vmap": 0.105}
+    chosen, calls, _ = probe_with_fake_steps(seconds, tiny_mlp, sinusoid_batch, monkeypatch)
     assert chosen.strategy == "loop"
     assert len(calls) == 10
     assert calls[-2:] == ["loop", "batched"]
@@ -142,27 +152,9 @@ def test_the_probe_halves_the_candidates_each_round(tiny_mlp, sinusoid_batch, mo
 def test_the_probe_stops_timing_when_its_time_is_up(tiny_mlp, sinusoid_batch, monkeypatch):
     """With 0.1 s to spend and 0.06 s per call, the probe times loop and batched once each and
     keeps the faster; hybrid and vmap are never run."""
-    from metagrad.execution import plan as plan_module
-
     seconds = {"loop": 0.06, "batched": 0.075, "hybrid": 0.01, "vmap": 0.01}
-    calls = []
-
-    def fake(algorithm, network, meta, batch, plan):
-        calls.append(plan.strategy)
-        time.sleep(seconds[plan.strategy])
-
-    monkeypatch.setattr(plan_module, "meta_gradient", fake)
-    model = tiny_mlp[0]
-    meta = MetaParameters(dict(model.named_parameters()), {})
-    lines = []
-    chosen = choose_plan(
-        MAML(),
-        Network(model, REGRESSION),
-        meta,
-        sinusoid_batch,
-        ExecutionPlan(),
-        seconds=0.1,
-        report=lines.append,
+    chosen, calls, lines = probe_with_fake_steps(
+        seconds, tiny_mlp, sinusoid_batch, monkeypatch, seconds=0.1
     )
     assert calls == ["loop", "batched"] and chosen.strategy == "loop"
     assert not any(line.strip().startswith("round") for line in lines)
