@@ -24,7 +24,7 @@ from metagrad.bench.settings import setting_config, synthetic_batch
 from metagrad.bench.worker import metagrad_step, peer_step
 from metagrad.build import init_model
 from metagrad.execution.allocator import tune_allocator
-from metagrad.models import fused_batch_norm
+from metagrad.models import with_fused_batch_norm
 from metagrad.models.functional import functional_forward, meta_parameters
 
 
@@ -50,13 +50,12 @@ def main(setting: str) -> None:
 
     model = init_model(config)
     params, buffers = meta_parameters(model)
-    forward = functional_forward(model)
+    forward = functional_forward(with_fused_batch_norm(model))
     x, y = batch.x_query.flatten(0, 1), batch.y_query.flatten()
 
     def shared_query_pass():
-        with fused_batch_norm():
-            loss = F.cross_entropy(forward(params, buffers, x), y)
-            torch.autograd.grad(loss, list(params.values()))
+        loss = F.cross_entropy(forward(params, buffers, x), y)
+        torch.autograd.grad(loss, list(params.values()))
 
     with FlopCounterMode(display=False) as counter:
         shared_query_pass()

@@ -21,8 +21,9 @@ from metagrad.config import Config, load_config
 from metagrad.data.class_images import ClassImages
 from metagrad.errors import CheckpointError
 from metagrad.execution import MetaLearner
-from metagrad.execution.strategies import TaskFn, map_tasks_no_grad
-from metagrad.models.batch_norm import TaskBatchNorm, fused_batch_norm
+from metagrad.execution.network import TaskLearner
+from metagrad.execution.strategies import TaskFn, TaskOf, map_tasks_no_grad
+from metagrad.models.batch_norm import TaskBatchNorm
 from metagrad.models.functional import Params
 from metagrad.runs import check_writable, saved_config
 from metagrad.tasks.batch import TaskBatch
@@ -84,8 +85,8 @@ def _outputs(outputs: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"outputs": outputs}
 
 
-def _map(learner: MetaLearner, task: TaskFn, batch: TaskBatch) -> dict[str, torch.Tensor]:
-    return map_tasks_no_grad(task, batch, strategy=learner.plan.evaluation)
+def _map(learner: MetaLearner, task: TaskOf, batch: TaskBatch) -> dict[str, torch.Tensor]:
+    return map_tasks_no_grad(task, learner.network, batch, strategy=learner.plan.evaluation)
 
 
 def _task_metrics(
@@ -94,38 +95,38 @@ def _task_metrics(
     steps: int,
     lr: float | None,
     inductive: bool,
-) -> TaskFn:
-    """One task's `score(query outputs, query targets)` after 0..`steps` test-time steps."""
+) -> TaskOf:
+    """One task's `score(query outputs, query targets)` after 0..`steps` test-time steps, for
+    the learner the execution plan runs it with."""
     meta = learner.meta.detached()
-    network = learner.network.task_learner()
     algorithm = learner.algorithm
+    vectorisable = learner.network.task_learner()
 
-    def predictor(x_support, y_support, x_query) -> Callable[[Params], torch.Tensor]:
+    def predictor(network, x_support, y_support, x_query) -> Callable[[Params], torch.Tensor]:
         if not inductive:
             return algorithm.predictor(network, meta, x_support, y_support, x_query)
         support = x_support.expand(x_query.shape[0], *x_support.shape)
         batches = torch.cat([support, x_query[:, None]], dim=1)
 
         def each(fast: Params, batch: torch.Tensor) -> torch.Tensor:
-            return algorithm.predictor(network, meta, x_support, y_support, batch)(fast)[-1]
+            return algorithm.predictor(vectorisable, meta, x_support, y_support, batch)(fast)[-1]
 
-        def outputs(fast: Params) -> torch.Tensor:
-            with fused_batch_norm(False):
-                return torch.func.vmap(each, in_dims=(None, 0))(fast, batches)
+        return lambda fast: torch.func.vmap(each, in_dims=(None, 0))(fast, batches)
 
-        return outputs
+    def task_of(network: TaskLearner) -> TaskFn:
+        def task(x_support, y_support, x_query, y_query) -> dict[str, torch.Tensor]:
+            predict = predictor(network, x_support, y_support, x_query)
 
-    def task(x_support, y_support, x_query, y_query) -> dict[str, torch.Tensor]:
-        predict = predictor(x_support, y_support, x_query)
+            def observe(fast: Params) -> dict[str, torch.Tensor]:
+                return score(predict(fast), y_query)
 
-        def observe(fast: Params) -> dict[str, torch.Tensor]:
-            return score(predict(fast), y_query)
+            return algorithm.adapt_for_test(
+                network, meta, x_support, y_support, steps=steps, lr=lr, observe=observe
+            ).observations
 
-        return algorithm.adapt_for_test(
-            network, meta, x_support, y_support, steps=steps, lr=lr, observe=observe
-        ).observations
+        return task
 
-    return task
+    return task_of
 
 
 def protocol_metrics(

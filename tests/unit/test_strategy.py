@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from metagrad.algorithms import MAML, MetaParameters, Pretrain, Reptile
 from metagrad.errors import ConfigError
 from metagrad.execution import ExecutionPlan, Network, choose_plan, meta_gradient
-from metagrad.models import Conv4
+from metagrad.models import Conv4, TaskBatchNorm, with_fused_batch_norm
 from metagrad.objectives import CLASSIFICATION, REGRESSION, Objective
 from metagrad.tasks import TaskBatch
 
@@ -105,6 +105,26 @@ def test_conv4_with_batch_norm_every_strategy_matches_loop(gradient_of, first_or
             torch.testing.assert_close(grads[k], reference[k], rtol=1e-9, atol=1e-12)
 
 
+def test_the_fused_kernel_runs_only_in_a_copy_that_shares_the_parameters():
+    """The loop strategies call a copy whose batch norms run the fused kernel; the module the
+    user gave, which vmap calls, keeps primitive ops; both compute the same."""
+    torch.manual_seed(0)
+    model = Conv4(1, 3, 12, hidden=4).double()
+    fused = with_fused_batch_norm(model)
+    norms = [m for m in model.modules() if isinstance(m, TaskBatchNorm)]
+    fused_norms = [m for m in fused.modules() if isinstance(m, TaskBatchNorm)]
+    assert len(norms) == len(fused_norms) == 4
+    assert not any(m.fused for m in norms) and all(m.fused for m in fused_norms)
+    for (name, p), (fused_name, q) in zip(
+        model.named_parameters(), fused.named_parameters(), strict=True
+    ):
+        assert name == fused_name and p is q
+    x = torch.rand(5, 1, 12, 12, dtype=torch.float64)
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-12, atol=1e-12)
+    plain = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    assert with_fused_batch_norm(plain) is plain
+
+
 def test_a_strategy_that_cannot_run_is_refused_with_the_ones_that_can(
     tiny_mlp, sinusoid_batch, gradient_of
 ):
@@ -161,7 +181,8 @@ def test_the_probe_stops_timing_when_its_time_is_up(tiny_mlp, sinusoid_batch, mo
 
 
 def test_an_objective_of_one_task_only_runs_stacked_too(tiny_mlp, sinusoid_batch, gradient_of):
-    """Without per-task forms, the stacked learner vectorises the one-task loss and metrics."""
+    """An objective that takes one task only (not `stacks`): the stacked learner vectorises
+    its loss and metrics."""
     plain = Objective(
         loss=F.mse_loss,
         metrics=lambda outputs, y: {"mse": F.mse_loss(outputs, y)},

@@ -18,7 +18,7 @@ from torch.func import functional_call
 from metagrad.algorithms.base import Metrics
 from metagrad.algorithms.inner import Adaptation, InnerOptimizer, Observe, adapt
 from metagrad.execution.recompute import recomputed
-from metagrad.models.batch_norm import TaskBatchNorm
+from metagrad.models.batch_norm import TaskBatchNorm, with_fused_batch_norm
 from metagrad.models.exact import ExactGroupNorm, ExactLayerNorm, check_exact
 from metagrad.models.functional import Params
 from metagrad.objectives import Objective
@@ -38,9 +38,13 @@ class Network:
     normalisation: tuple[str, ...] = field(init=False)
     """The parameters of the normalisation layers (weights and biases of `TaskBatchNorm` and
     of the exact group and layer norms), in parameter order."""
+    fused_module: nn.Module = field(init=False)
+    """The module with PyTorch's fused batch-norm kernel, for tasks run one at a time outside
+    `vmap` (`with_fused_batch_norm`)."""
 
     def __post_init__(self) -> None:
         check_exact(self.module)
+        object.__setattr__(self, "fused_module", with_fused_batch_norm(self.module))
         object.__setattr__(self, "buffers", dict(self.module.named_buffers()))
         shapes = {k: p.shape for k, p in self.module.named_parameters()}
         object.__setattr__(self, "shapes", shapes)
@@ -51,8 +55,9 @@ class Network:
         """Whether the network has a task-batched form (`forward_tasks`)."""
         return hasattr(self.module, "forward_tasks")
 
-    def task_learner(self, checkpoint_inner: bool = False) -> TaskLearner:
-        return TaskLearner(self, checkpoint_inner)
+    def task_learner(self, checkpoint_inner: bool = False, fused: bool = False) -> TaskLearner:
+        """One task at a time; `fused` for a caller that never runs it under `vmap`."""
+        return TaskLearner(self, checkpoint_inner, fused)
 
     def stack_learner(self, checkpoint_inner: bool = False) -> StackLearner:
         return StackLearner(self, checkpoint_inner)
@@ -72,13 +77,16 @@ def normalisation_parameters(module: nn.Module) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class TaskLearner:
-    """One task; `checkpoint_inner` recomputes each inner step in the backward pass."""
+    """One task; `checkpoint_inner` recomputes each inner step in the backward pass; `fused`
+    calls the network's fused-kernel module (never under `vmap`)."""
 
     network: Network
     checkpoint_inner: bool = False
+    fused: bool = False
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.network.module, (params, self.network.buffers), (x,))
+        module = self.network.fused_module if self.fused else self.network.module
+        return functional_call(module, (params, self.network.buffers), (x,))
 
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.network.objective.loss(outputs, y)
@@ -138,12 +146,12 @@ class StackLearner(TaskLearner):
 
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         objective = self.network.objective
-        return (objective.task_loss or torch.func.vmap(objective.loss))(outputs, y)
+        return (objective.loss if objective.stacks else torch.func.vmap(objective.loss))(outputs, y)
 
     def metrics(self, prefix: str, outputs: torch.Tensor, y: torch.Tensor) -> Metrics:
         objective = self.network.objective
         with torch.no_grad():
-            per_task = objective.task_metrics or torch.func.vmap(objective.metrics)
+            per_task = objective.metrics if objective.stacks else torch.func.vmap(objective.metrics)
             values = per_task(outputs.detach(), y)
         return {f"{prefix}_{k}": v for k, v in values.items()}
 

@@ -29,13 +29,14 @@ import torch
 
 from metagrad.algorithms.base import Algorithm, MetaParameters, Metrics
 from metagrad.execution.network import Network, TaskLearner
-from metagrad.models.batch_norm import fused_batch_norm
 from metagrad.models.functional import Params
 from metagrad.tasks.batch import Task, TaskBatch
 
 TaskFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Metrics]
 """`fn(x_support, y_support, x_query, y_query) -> {name: scalar}` for one task."""
-MapTasks = Callable[[TaskFn, TaskBatch], Metrics]
+TaskOf = Callable[[TaskLearner], TaskFn]
+"""The task function to run with a given learner."""
+MapTasks = Callable[[TaskOf, Network, TaskBatch], Metrics]
 
 
 @dataclass(frozen=True, repr=False)  # vmap names its function by repr: keep tensors out
@@ -46,7 +47,8 @@ class TaskParts:
     `inner(x_support, y_support) -> (φ, metrics)` adapts to the support set;
     `outer(φ, x_support, y_support, x_query, y_query) -> {"loss": …, metrics}` is the loss whose
     gradient (through φ, and through the meta-parameters where it uses them directly) is the
-    meta-gradient. `stacked` runs the same on a whole stack of tasks at once.
+    meta-gradient. `stacked` runs the same on a whole stack of tasks at once; `fused` runs one
+    task with the fused batch-norm kernel, for strategies that call it outside `vmap`.
     """
 
     algorithm: Algorithm
@@ -54,12 +56,13 @@ class TaskParts:
     network: Network
     checkpoint_inner: bool = False
     stacked: bool = False
+    fused: bool = False
 
     @functools.cached_property
     def learner(self) -> TaskLearner:
         if self.stacked:
             return self.network.stack_learner(self.checkpoint_inner)
-        return self.network.task_learner(self.checkpoint_inner)
+        return self.network.task_learner(self.checkpoint_inner, self.fused)
 
     def inner(self, x_support: torch.Tensor, y_support: torch.Tensor) -> tuple[Params, Metrics]:
         return self.algorithm.inner(self.learner, self.meta, x_support, y_support)
@@ -87,11 +90,11 @@ def loop_gradient(
     parts: TaskParts, theta: list[torch.Tensor], tasks: TaskBatch, scale: float
 ) -> tuple[list[torch.Tensor], Metrics]:
     grads, outputs = _zeros(theta), []
-    with fused_batch_norm():
-        for task in zip(*tasks.tensors(), strict=True):
-            out = parts(*task)
-            _add_(grads, torch.autograd.grad(out["loss"] * scale, theta, allow_unused=True))
-            outputs.append(_detached(out))
+    parts = dataclasses.replace(parts, fused=True)
+    for task in zip(*tasks.tensors(), strict=True):
+        out = parts(*task)
+        _add_(grads, torch.autograd.grad(out["loss"] * scale, theta, allow_unused=True))
+        outputs.append(_detached(out))
     return grads, _stacked(outputs)
 
 
@@ -102,18 +105,18 @@ def hybrid_gradient(
     names = list(fast)
     fast_grads = [torch.zeros_like(fast[k]) for k in names]
     grads, outputs, through_fast = _zeros(theta), [], False
-    with fused_batch_norm():
-        for index, task in enumerate(zip(*tasks.tensors(), strict=True)):
-            leaves = {k: fast[k][index].detach().requires_grad_() for k in names}
-            out = parts.outer(leaves, *task)
-            wrt = [*leaves.values(), *theta]
-            task_grads = torch.autograd.grad(out["loss"] * scale, wrt, allow_unused=True)
-            for total, grad in zip(fast_grads, task_grads[: len(names)], strict=True):
-                if grad is not None:
-                    total[index] = grad
-                    through_fast = True
-            _add_(grads, task_grads[len(names) :])
-            outputs.append(_detached(out))
+    one_by_one = dataclasses.replace(parts, fused=True)
+    for index, task in enumerate(zip(*tasks.tensors(), strict=True)):
+        leaves = {k: fast[k][index].detach().requires_grad_() for k in names}
+        out = one_by_one.outer(leaves, *task)
+        wrt = [*leaves.values(), *theta]
+        task_grads = torch.autograd.grad(out["loss"] * scale, wrt, allow_unused=True)
+        for total, grad in zip(fast_grads, task_grads[: len(names)], strict=True):
+            if grad is not None:
+                total[index] = grad
+                through_fast = True
+        _add_(grads, task_grads[len(names) :])
+        outputs.append(_detached(out))
     if through_fast:  # Reptile's outer loss does not depend on φ: nothing to propagate
         through_inner = torch.autograd.grad(
             [fast[k] for k in names], theta, fast_grads, allow_unused=True
@@ -166,22 +169,25 @@ def accumulate_gradient(
     return grads, metrics
 
 
-def map_vmap(fn: TaskFn, batch: TaskBatch) -> Metrics:
-    return torch.func.vmap(fn)(*batch.tensors())
+def map_vmap(task: TaskOf, network: Network, batch: TaskBatch) -> Metrics:
+    return torch.func.vmap(task(network.task_learner()))(*batch.tensors())
 
 
-def map_loop(fn: TaskFn, batch: TaskBatch) -> Metrics:
-    with fused_batch_norm():
-        return _stacked([fn(*task) for task in zip(*batch.tensors(), strict=True)])
+def map_loop(task: TaskOf, network: Network, batch: TaskBatch) -> Metrics:
+    fn = task(network.task_learner(fused=True))
+    return _stacked([fn(*one) for one in zip(*batch.tensors(), strict=True)])
 
 
 MAP_TASKS: dict[str, MapTasks] = {"vmap": map_vmap, "loop": map_loop}
 
 
-def map_tasks_no_grad(fn: TaskFn, batch: TaskBatch, *, strategy: str) -> Metrics:
-    """`fn` over every task without building a graph for θ (evaluation)."""
+def map_tasks_no_grad(
+    task: TaskOf, network: Network, batch: TaskBatch, *, strategy: str
+) -> Metrics:
+    """`task(learner)` over every task of `batch` without building a graph for θ (evaluation),
+    the learner being `network` as `strategy` runs it."""
     with torch.no_grad():
-        return MAP_TASKS[strategy](fn, batch)
+        return MAP_TASKS[strategy](task, network, batch)
 
 
 def _gradient(loss: torch.Tensor, theta: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-from metagrad.models.batch_norm import TaskBatchNorm, fused_batch_norm
+from metagrad.models.batch_norm import TaskBatchNorm, with_fused_batch_norm
 from metagrad.models.conv4 import Conv4
 from metagrad.models.exact import exact_modules
 from metagrad.models.functional import Forward, Params, functional_forward, meta_parameters
@@ -12,6 +12,6 @@ __all__ = [
     "TaskBatchNorm",
     "exact_modules",
     "functional_forward",
-    "fused_batch_norm",
     "meta_parameters",
+    "with_fused_batch_norm",
 ]

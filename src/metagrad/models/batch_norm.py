@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
+import copy
+from itertools import chain
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-_FUSED = contextvars.ContextVar("fused_batch_norm", default=False)
-
-
-@contextmanager
-def fused_batch_norm(enabled: bool = True) -> Iterator[None]:
-    """Within the block, `TaskBatchNorm` runs PyTorch's fused kernel (or, with `enabled=False`,
-    primitive ops again).
-
-    The fused kernel is faster and exact to second order on one task at a time, but not under
-    `torch.func.vmap`. So primitive ops are the default, and only execution code that runs
-    tasks one by one (the loop strategies) switches to the fused kernel.
-    """
-    token = _FUSED.set(enabled)
-    try:
-        yield
-    finally:
-        _FUSED.reset(token)
 
 
 class TaskBatchNorm(nn.Module):
@@ -35,19 +16,21 @@ class TaskBatchNorm(nn.Module):
 
     This is the MAML reference behaviour. By default it is written in primitive ops, which,
     unlike `F.batch_norm`, give exact second-order meta-gradients under `torch.func.vmap`: the
-    fused kernel's batched backward treats the batch statistics as constants. Inside
-    `fused_batch_norm()` it uses the fused kernel.
+    fused kernel's batched backward treats the batch statistics as constants. With `fused` set it
+    runs PyTorch's fused kernel instead: faster, and exact on one task at a time outside `vmap` (see
+    `with_fused_batch_norm`).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-3, affine: bool = True):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
+        self.fused = False
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _FUSED.get():
+        if self.fused:
             return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
         dims = (0, *range(2, x.dim()))
         shape = (-1,) + (1,) * (x.dim() - 2)
@@ -59,4 +42,24 @@ class TaskBatchNorm(nn.Module):
         return (x - mean) * (scale * self.weight.reshape(shape)) + self.bias.reshape(shape)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}"
+        fused = ", fused=True" if self.fused else ""
+        return f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}{fused}"
+
+
+def with_fused_batch_norm(module: nn.Module) -> nn.Module:
+    """`module` itself if it has no `TaskBatchNorm`; otherwise a copy of its structure, sharing
+    its parameters and buffers, whose `TaskBatchNorm` layers run PyTorch's fused kernel.
+
+    Execution code that runs tasks one at a time outside `vmap` (the loop strategies) calls the
+    copy, everything else the module: the kernel is chosen by which module is called, never by
+    a setting in the air.
+    """
+    layers = [m for m in module.modules() if isinstance(m, TaskBatchNorm)]
+    if not layers:
+        return module
+    shared = {id(t): t for t in chain(module.parameters(), module.buffers())}
+    fused = copy.deepcopy(module, memo=shared)
+    for layer in fused.modules():
+        if isinstance(layer, TaskBatchNorm):
+            layer.fused = True
+    return fused
