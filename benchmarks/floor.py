@@ -24,7 +24,7 @@ from metagrad.bench.settings import setting_config, synthetic_batch
 from metagrad.bench.worker import metagrad_step, peer_step
 from metagrad.build import init_model
 from metagrad.execution.allocator import tune_allocator
-from metagrad.models import with_fused_batch_norm
+from metagrad.models import with_batch_norm
 from metagrad.models.functional import functional_forward, meta_parameters
 
 
@@ -50,7 +50,7 @@ def main(setting: str) -> None:
 
     model = init_model(config)
     params, buffers = meta_parameters(model)
-    forward = functional_forward(with_fused_batch_norm(model))
+    forward = functional_forward(with_batch_norm(model, fused=True))
     x, y = batch.x_query.flatten(0, 1), batch.y_query.flatten()
 
     def shared_query_pass():

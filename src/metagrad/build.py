@@ -196,7 +196,10 @@ def build_learner(
             f"{config.task.n_way} outputs ({config.algorithm.name} adapts it); remove eval.n_way, "
             "or use an algorithm without a head (protonets, baseline, baselinepp)"
         )
-    return MetaLearner(algorithm, model, objective_for(config), plan)
+    learner = MetaLearner(algorithm, model, objective_for(config), plan)
+    if config.eval.batch_norm == "running":
+        learner.network.with_running_statistics()  # refused now, not at the first validation
+    return learner
 
 
 def _data_shape(

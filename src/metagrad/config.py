@@ -24,6 +24,9 @@ import yaml
 
 from metagrad.errors import ConfigError
 
+BatchNormMode = Literal["transductive", "inductive", "running"]
+"""How evaluation normalises batch norm (`EvalConfig.batch_norm`)."""
+
 
 @dataclass(frozen=True)
 class TaskConfig:
@@ -203,9 +206,11 @@ class EvalConfig:
     """Query examples per test task (per class)."""
     batch_size: int = 100
     """Test tasks adapted at once."""
-    batch_norm: Literal["transductive", "inductive"] = "transductive"
+    batch_norm: BatchNormMode = "transductive"
     """transductive: the query set is one batch (the MAML reference); inductive: each query
-    example is normalised in a batch with the support set alone (Reptile's protocol)."""
+    example is normalised in a batch with the support set alone (Reptile's protocol); running:
+    the running statistics that meta-training kept (PyTorch's evaluation mode; a model whose
+    batch norm keeps them, such as a user's `nn.BatchNorm2d`)."""
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ import torch
 
 from metagrad.build import build_learner, build_tasks, objective_for, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore, load_checkpoint
-from metagrad.config import Config, load_config
+from metagrad.config import BatchNormMode, Config, load_config
 from metagrad.data.class_images import ClassImages
 from metagrad.errors import CheckpointError
 from metagrad.execution import MetaLearner
-from metagrad.execution.network import TaskLearner
+from metagrad.execution.network import Network, TaskLearner
 from metagrad.execution.strategies import TaskFn, TaskOf, map_tasks_no_grad
 from metagrad.models.batch_norm import TaskBatchNorm
 from metagrad.models.functional import Params
@@ -47,15 +47,16 @@ def adapted_metrics(
     *,
     steps: int,
     lr: float | None = None,
-    inductive: bool = False,
+    batch_norm: BatchNormMode = "transductive",
 ) -> dict[str, torch.Tensor]:
     """Query metrics of every task after 0..`steps` inner steps, `[num_tasks, steps + 1]` each.
 
     The algorithm adapts as it does at test time (`adapt_for_test`, inner lr `lr` or its own),
-    and the tasks are mapped as the learner's execution plan says. `inductive` predicts each
-    query example in a batch made of the support set and that example alone, so no query
-    example sees another's batch statistics (the Reptile paper's non-transductive protocol);
-    otherwise the whole query set is one batch, as in MAML.
+    and the tasks are mapped as the learner's execution plan says. Batch norm (`batch_norm`):
+    `transductive` normalises the whole query set as one batch, as in MAML; `inductive`
+    predicts each query example in a batch made of the support set and that example alone, so
+    no query example sees another's batch statistics (the Reptile paper's protocol); `running`
+    normalises with the running statistics of meta-training, as PyTorch's evaluation mode does.
 
     Several learners (the same run's checkpoints) are an ensemble: each adapts on its own,
     and their query outputs after each step are combined (`Objective.ensemble`: the mean
@@ -64,15 +65,17 @@ def adapted_metrics(
     members = [learner] if isinstance(learner, MetaLearner) else list(learner)
     objective = members[0].network.objective
     if len(members) == 1:
-        score = _task_metrics(members[0], objective.metrics, steps, lr, inductive)
-        per_batch = [_map(members[0], score, batch) for batch in batches]
+        score = _task_metrics(members[0], objective.metrics, steps, lr, batch_norm)
+        per_batch = [_map(members[0], score, batch, batch_norm) for batch in batches]
     else:
         combine = objective.ensemble or (lambda outputs: outputs.mean(0))
         per_task_and_step = torch.func.vmap(torch.func.vmap(objective.metrics))
         per_batch = []
         for batch in batches:
             outputs = [
-                _map(m, _task_metrics(m, _outputs, steps, lr, inductive), batch)["outputs"]
+                _map(m, _task_metrics(m, _outputs, steps, lr, batch_norm), batch, batch_norm)[
+                    "outputs"
+                ]
                 for m in members
             ]
             combined = combine(torch.stack(outputs))  # [tasks, steps + 1, n_query, ...]
@@ -85,8 +88,16 @@ def _outputs(outputs: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"outputs": outputs}
 
 
-def _map(learner: MetaLearner, task: TaskOf, batch: TaskBatch) -> dict[str, torch.Tensor]:
-    return map_tasks_no_grad(task, learner.network, batch, strategy=learner.plan.evaluation)
+def _map(
+    learner: MetaLearner, task: TaskOf, batch: TaskBatch, batch_norm: BatchNormMode
+) -> dict[str, torch.Tensor]:
+    network = _evaluated(learner.network, batch_norm)
+    return map_tasks_no_grad(task, network, batch, strategy=learner.plan.evaluation)
+
+
+def _evaluated(network: Network, batch_norm: BatchNormMode) -> Network:
+    """The network as evaluation runs it."""
+    return network.with_running_statistics() if batch_norm == "running" else network
 
 
 def _task_metrics(
@@ -94,13 +105,14 @@ def _task_metrics(
     score: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
     steps: int,
     lr: float | None,
-    inductive: bool,
+    batch_norm: BatchNormMode,
 ) -> TaskOf:
     """One task's `score(query outputs, query targets)` after 0..`steps` test-time steps, for
     the learner the execution plan runs it with."""
     meta = learner.meta.detached()
     algorithm = learner.algorithm
-    vectorisable = learner.network.task_learner()
+    vectorisable = _evaluated(learner.network, batch_norm).task_learner()
+    inductive = batch_norm == "inductive"
 
     def predictor(network, x_support, y_support, x_query) -> Callable[[Params], torch.Tensor]:
         if not inductive:
@@ -138,7 +150,7 @@ def protocol_metrics(
         batches,
         steps=config.eval.inner_steps,
         lr=config.eval.inner_lr,
-        inductive=config.eval.batch_norm == "inductive",
+        batch_norm=config.eval.batch_norm,
     )
 
 
@@ -311,6 +323,8 @@ def batch_norm_mode(model: torch.nn.Module, mode: str) -> str | None:
         return None
     if mode == "inductive":
         return "inductive: each query example normalised with the support set alone"
+    if mode == "running":
+        return "running: the running statistics of meta-training (PyTorch's evaluation mode)"
     return "transductive: task batch statistics, the query set normalised as one batch"
 
 

@@ -1,5 +1,6 @@
 """Every snippet of the guides runs: docs/your-own-work.md in order, and the README quick start."""
 
+import json
 import os
 import re
 import shlex
@@ -66,6 +67,9 @@ def test_your_own_work_guide_runs(tmp_path, monkeypatch):
     image_folder(tmp_path / "my_images")
     run_blocks(blocks(ROOT / "docs" / "your-own-work.md"), tmp_path, monkeypatch)
     assert (tmp_path / "runs" / "my-run" / "plots" / "learning-curves.png").is_file()
+    evaluations = (tmp_path / "runs" / "my-run").glob("eval-*.json")
+    modes = {json.loads(path.read_text())["batch_norm"].split(":")[0] for path in evaluations}
+    assert modes == {"transductive", "running"}
     assert list((tmp_path / "runs" / "last-layer" / "checkpoints").glob("best-*.pt"))
 
 

@@ -136,6 +136,7 @@ def needs_width(width: int):
         ("model.name=:net", "write package.module:name"),
         ("algorithm.name=no_such_package_xyz:Rule", "cannot import 'no_such_package_xyz'"),
         (f"algorithm.name={__name__}:missing", "has no 'missing'"),
+        ("eval.batch_norm=running", "keeps no batch-norm running statistics"),
     ],
 )
 def test_code_named_in_a_config_that_cannot_be_used_is_a_clear_error(

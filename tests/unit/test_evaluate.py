@@ -62,7 +62,8 @@ def test_inductive_batch_norm_normalises_each_query_example_with_the_support_set
     learner = MetaLearner(MAML(inner_lr=0.1), model, CLASSIFICATION, "loop")
 
     def loss(inductive):
-        return adapted_metrics(learner, [batch], steps=0, inductive=inductive)["loss"][0, 0]
+        mode = "inductive" if inductive else "transductive"
+        return adapted_metrics(learner, [batch], steps=0, batch_norm=mode)["loss"][0, 0]
 
     xs, _, xq, yq = (t[0] for t in batch.tensors())
     alone = [

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from metagrad.algorithms import MAML, MetaParameters, Pretrain, Reptile
 from metagrad.errors import ConfigError
 from metagrad.execution import ExecutionPlan, Network, choose_plan, meta_gradient
-from metagrad.models import Conv4, TaskBatchNorm, with_fused_batch_norm
+from metagrad.models import Conv4, TaskBatchNorm, with_batch_norm
 from metagrad.objectives import CLASSIFICATION, REGRESSION, Objective
 from metagrad.tasks import TaskBatch
 
@@ -110,7 +110,7 @@ def test_the_fused_kernel_runs_only_in_a_copy_that_shares_the_parameters():
     user gave, which vmap calls, keeps primitive ops; both compute the same."""
     torch.manual_seed(0)
     model = Conv4(1, 3, 12, hidden=4).double()
-    fused = with_fused_batch_norm(model)
+    fused = with_batch_norm(model, fused=True)
     norms = [m for m in model.modules() if isinstance(m, TaskBatchNorm)]
     fused_norms = [m for m in fused.modules() if isinstance(m, TaskBatchNorm)]
     assert len(norms) == len(fused_norms) == 4
@@ -122,7 +122,7 @@ def test_the_fused_kernel_runs_only_in_a_copy_that_shares_the_parameters():
     x = torch.rand(5, 1, 12, 12, dtype=torch.float64)
     torch.testing.assert_close(fused(x), model(x), rtol=1e-12, atol=1e-12)
     plain = torch.nn.Sequential(torch.nn.Linear(2, 2))
-    assert with_fused_batch_norm(plain) is plain
+    assert with_batch_norm(plain, fused=True) is plain
 
 
 def test_a_strategy_that_cannot_run_is_refused_with_the_ones_that_can(

@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metagrad.algorithms import MAML, Reptile
+from metagrad.algorithms import BUILT_IN, MAML, Reptile
 from metagrad.errors import ConfigError
+from metagrad.evaluate import adapted_metrics
+from metagrad.execution import ExecutionPlan, MetaLearner
 from metagrad.models import TaskBatchNorm, exact_modules
 from metagrad.models.resnet12 import ResNet12
 from metagrad.objectives import CLASSIFICATION
@@ -106,8 +108,8 @@ ALGORITHMS = {
 }
 
 
-def task_batch(tasks: int = 3, channels: int = 1, size: int = 6) -> TaskBatch:
-    generator = torch.Generator().manual_seed(1)
+def task_batch(tasks: int = 3, channels: int = 1, size: int = 6, seed: int = 1) -> TaskBatch:
+    generator = torch.Generator().manual_seed(seed)
     image = (channels, size, size)
     return TaskBatch(
         torch.rand(tasks, 6, *image, generator=generator, dtype=torch.float64),
@@ -244,10 +246,122 @@ def test_pytorch_batch_norm_under_vmap_is_the_trap_the_rewrite_avoids(gradient_o
 def test_running_statistics_are_kept_in_the_state_dict_and_announced():
     model = user_model("batch", track_running_stats=True)
     keys = set(model.state_dict())
-    with pytest.warns(UserWarning, match="'norm1' .* running statistics are kept but not updated"):
+    with pytest.warns(UserWarning, match="'norm1' .* running statistics are updated by meta-train"):
         exact_modules(model)
     assert set(model.state_dict()) == keys
     model.load_state_dict(user_model("batch").state_dict())
+
+
+def reference_running_statistics(model, batches):
+    """The buffers of `model` (PyTorch's own batch norm, training mode) after a plain loop over
+    the tasks of `batches`: every inner step's support forward pass, then the query forward pass
+    (MAML's loss; Reptile's metrics), each moving the running statistics in place."""
+    plain = copy.deepcopy(model)
+    for batch in batches:
+        for xs, ys, xq, _ in zip(*batch.tensors()):
+            fast = {k: p.detach().requires_grad_() for k, p in plain.named_parameters()}
+            for _ in range(STEPS):
+                loss = F.cross_entropy(torch.func.functional_call(plain, fast, (xs,)), ys)
+                grads = torch.autograd.grad(loss, list(fast.values()))
+                fast = {k: v - LR * g for (k, v), g in zip(fast.items(), grads)}
+            torch.func.functional_call(plain, fast, (xq,))
+    return dict(plain.named_buffers())
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_running_statistics_are_updated_as_pytorch_updates_them(algorithm, momentum):
+    """A meta-gradient moves the running statistics exactly as a training-mode loop over the
+    tasks would, in every strategy and chunking, and evaluation leaves them alone."""
+    model = user_model("batch", track_running_stats=True)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = momentum
+    batches = [task_batch(tasks=3), task_batch(tasks=3, seed=2)]
+    expected = reference_running_statistics(model, batches)
+    plans = [
+        ExecutionPlan("loop"),
+        ExecutionPlan("loop", checkpoint_inner=True),
+        ExecutionPlan("vmap"),
+        ExecutionPlan("vmap", 2),
+        ExecutionPlan("hybrid", 2),
+    ]
+    for plan in plans:
+        mine = copy.deepcopy(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            learner = MetaLearner(ALGORITHMS[algorithm], mine, CLASSIFICATION, plan)
+        for batch in batches:
+            _, metrics = learner.meta_gradient(batch)
+            assert not any(k.startswith("running") for k in metrics)
+        for k, v in mine.named_buffers():
+            torch.testing.assert_close(v, expected[k], rtol=1e-12, atol=1e-14, msg=k)
+        before = {k: v.clone() for k, v in mine.named_buffers()}
+        adapted_metrics(learner, batches, steps=2)
+        for k, v in mine.named_buffers():
+            assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("name", ["anil", "boil", "metasgd", "mamlpp", "protonets", "pretrain"])
+def test_every_algorithm_updates_running_statistics_alike_in_every_strategy(name):
+    """The forward passes of any algorithm (MAML++'s query loss after every step included) move
+    the running statistics the same way whichever strategy runs them."""
+    model = user_model("batch", track_running_stats=True)
+    algorithm = BUILT_IN[name](inner_steps=2, inner_lr=0.1)
+    buffers = {}
+    for strategy in ("loop", "vmap", "hybrid"):
+        mine = copy.deepcopy(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            learner = MetaLearner(algorithm, mine, CLASSIFICATION, strategy)
+        learner.meta_gradient(task_batch())
+        buffers[strategy] = dict(mine.named_buffers())
+    for k, v in model.named_buffers():
+        if k.endswith("num_batches_tracked"):
+            assert buffers["loop"][k] > v, k
+        else:
+            assert not torch.equal(buffers["loop"][k], v), k
+        for strategy in ("vmap", "hybrid"):
+            torch.testing.assert_close(buffers[strategy][k], buffers["loop"][k], msg=k)
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_evaluation_with_running_statistics_is_pytorchs_evaluation_mode(strategy):
+    """`batch_norm="running"`: test-time adaptation and query predictions normalise with the
+    running statistics meta-training kept, as the user's own module does in `eval()` mode."""
+    model = user_model("batch", track_running_stats=True)
+    plain = copy.deepcopy(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        learner = MetaLearner(MAML(STEPS, LR), model, CLASSIFICATION, strategy)
+    learner.meta_gradient(task_batch())  # moves the running statistics away from 0 and 1
+    plain.load_state_dict(model.state_dict())
+    plain.eval()
+    batch = task_batch(seed=3)
+    metrics = adapted_metrics(learner, [batch], steps=2, batch_norm="running")
+    for task, (xs, ys, xq, yq) in enumerate(zip(*batch.tensors())):
+        fast = {k: p.detach().requires_grad_() for k, p in plain.named_parameters()}
+        for step in range(3):
+            with torch.no_grad():
+                query = F.cross_entropy(torch.func.functional_call(plain, fast, (xq,)), yq)
+            torch.testing.assert_close(metrics["loss"][task, step], query, rtol=1e-10, atol=0)
+            loss = F.cross_entropy(torch.func.functional_call(plain, fast, (xs,)), ys)
+            grads = torch.autograd.grad(loss, list(fast.values()))
+            fast = {k: v - LR * g for (k, v), g in zip(fast.items(), grads)}
+    transductive = adapted_metrics(learner, [batch], steps=2)
+    assert not torch.allclose(transductive["loss"], metrics["loss"])
+
+
+def test_evaluation_with_running_statistics_needs_a_network_that_keeps_them():
+    learner = MetaLearner(MAML(STEPS, LR), user_model("batch", False), CLASSIFICATION, "loop")
+    with pytest.raises(ConfigError, match=r"eval.batch_norm = running.*transductive or inductive"):
+        adapted_metrics(learner, [task_batch()], steps=1, batch_norm="running")
+
+
+def test_instance_norm_with_running_statistics_is_refused():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.InstanceNorm2d(2, track_running_stats=True))
+    with pytest.raises(ConfigError, match=r"InstanceNorm2d.*track_running_stats=False"):
+        exact_modules(model)
 
 
 def test_dropout_is_refused_naming_the_layer_and_the_fix():

@@ -9,6 +9,7 @@ from torch import nn
 
 from metagrad.algorithms.base import Algorithm, MetaParameters, Metrics
 from metagrad.errors import CheckpointError
+from metagrad.execution import running
 from metagrad.execution.network import Network
 from metagrad.execution.plan import ExecutionPlan, Report, choose_plan, meta_gradient
 from metagrad.models.exact import exact_modules
@@ -29,9 +30,12 @@ class MetaLearner:
     ```
 
     `model` is any `nn.Module`; its normalisation layers are rewritten in place to exact forms
-    and dropout is refused (`metagrad.models.exact`). `plan` is how meta-steps are executed
-    (`ExecutionPlan`, or a strategy name); with `auto`, the fastest is measured at the first
-    meta-batch and kept.
+    and dropout is refused (`metagrad.models.exact`). Batch norm normalises with the batch in
+    hand; running statistics, where a layer keeps them, are updated by every meta-gradient as a
+    training loop over the tasks would update them (`metagrad.execution.running`).
+
+    `plan` is how meta-steps are executed (`ExecutionPlan`, or a strategy name); with `auto`,
+    the fastest is measured at the first meta-batch and kept.
     """
 
     def __init__(
@@ -71,9 +75,14 @@ class MetaLearner:
         return self.plan
 
     def meta_gradient(self, batch: TaskBatch) -> tuple[MetaParameters, Metrics]:
-        """The meta-gradient for one meta-batch and its per-task metrics."""
+        """The meta-gradient for one meta-batch and its per-task metrics. Like a training-mode
+        forward pass in PyTorch, it updates the batch-norm running statistics, if any."""
         plan = self.choose_plan(batch)
-        return meta_gradient(self.algorithm, self.network, self.meta, batch, plan)
+        grads, metrics = meta_gradient(self.algorithm, self.network, self.meta, batch, plan)
+        metrics, statistics = running.split(metrics)
+        if statistics:
+            self.network.update_running_statistics(statistics)
+        return grads, metrics
 
     def backward(self, batch: TaskBatch) -> Metrics:
         """Set every meta-parameter's `.grad` to the meta-gradient of `batch` (as

@@ -17,8 +17,10 @@ from torch.func import functional_call
 
 from metagrad.algorithms.base import Metrics
 from metagrad.algorithms.inner import Adaptation, InnerOptimizer, Observe, adapt
+from metagrad.errors import ConfigError
+from metagrad.execution import running
 from metagrad.execution.recompute import recomputed
-from metagrad.models.batch_norm import TaskBatchNorm, with_fused_batch_norm
+from metagrad.models.batch_norm import TaskBatchNorm, with_batch_norm
 from metagrad.models.exact import ExactGroupNorm, ExactLayerNorm, check_exact
 from metagrad.models.functional import Params
 from metagrad.objectives import Objective
@@ -40,11 +42,14 @@ class Network:
     of the exact group and layer norms), in parameter order."""
     fused_module: nn.Module = field(init=False)
     """The module with PyTorch's fused batch-norm kernel, for tasks run one at a time outside
-    `vmap` (`with_fused_batch_norm`)."""
+    `vmap` (`with_batch_norm`)."""
+    running: tuple[str, ...] = field(init=False)
+    """The batch-norm layers that keep running statistics (`metagrad.execution.running`)."""
 
     def __post_init__(self) -> None:
         check_exact(self.module)
-        object.__setattr__(self, "fused_module", with_fused_batch_norm(self.module))
+        object.__setattr__(self, "fused_module", with_batch_norm(self.module, fused=True))
+        object.__setattr__(self, "running", running.running_layers(self.module))
         object.__setattr__(self, "buffers", dict(self.module.named_buffers()))
         shapes = {k: p.shape for k, p in self.module.named_parameters()}
         object.__setattr__(self, "shapes", shapes)
@@ -52,12 +57,31 @@ class Network:
 
     @property
     def can_stack(self) -> bool:
-        """Whether the network has a task-batched form (`forward_tasks`)."""
-        return hasattr(self.module, "forward_tasks")
+        """Whether the network has a task-batched form (`forward_tasks`); not with running
+        statistics, which are recorded per layer call."""
+        return hasattr(self.module, "forward_tasks") and not self.running
 
-    def task_learner(self, checkpoint_inner: bool = False, fused: bool = False) -> TaskLearner:
-        """One task at a time; `fused` for a caller that never runs it under `vmap`."""
-        return TaskLearner(self, checkpoint_inner, fused)
+    def task_learner(
+        self, checkpoint_inner: bool = False, fused: bool = False, record: bool = False
+    ) -> TaskLearner:
+        """One task at a time; `fused` for a caller that never runs it under `vmap`; `record`
+        keeps the batch statistics of its forward passes, for the running statistics
+        (meta-training only)."""
+        return TaskLearner(self, checkpoint_inner, fused, [] if record and self.running else None)
+
+    def with_running_statistics(self) -> Network:
+        """The network normalising with its running statistics (PyTorch's evaluation mode)."""
+        if not self.running:
+            raise ConfigError(
+                "eval.batch_norm = running, but this network keeps no batch-norm running "
+                "statistics (metagrad's own networks normalise with the task's statistics); "
+                "use transductive or inductive, or a model with nn.BatchNorm*d layers"
+            )
+        return Network(with_batch_norm(self.module, running=True), self.objective)
+
+    def update_running_statistics(self, statistics: Params) -> None:
+        """Apply the batch statistics a meta-gradient reported (`running.update`)."""
+        running.update(self.module, self.running, statistics)
 
     def stack_learner(self, checkpoint_inner: bool = False) -> StackLearner:
         return StackLearner(self, checkpoint_inner)
@@ -83,10 +107,27 @@ class TaskLearner:
     network: Network
     checkpoint_inner: bool = False
     fused: bool = False
+    forwards: list[Params] | None = field(default=None, compare=False)
+    """The batch statistics of each forward pass so far, when recording."""
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        if self.forwards is None:
+            return self._call(params, x)
+        outputs, statistics = self._recorded(params, x)
+        self.forwards.append(statistics)
+        return outputs
+
+    def statistics(self, phase: str) -> Params:
+        """The batch statistics recorded so far, named as metrics (none unless recording)."""
+        return running.named(phase, self.forwards or [])
+
+    def _call(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         module = self.network.fused_module if self.fused else self.network.module
         return functional_call(module, (params, self.network.buffers), (x,))
+
+    def _recorded(self, params: Params, x: torch.Tensor) -> tuple[torch.Tensor, Params]:
+        module = self.network.fused_module if self.fused else self.network.module
+        return running.record(module, self.network.running, lambda: self._call(params, x))
 
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.network.objective.loss(outputs, y)
@@ -109,10 +150,20 @@ class TaskLearner:
         fixed: Params | None = None,
     ) -> Adaptation:
         fixed = fixed or {}
+        starting = iter(range(steps))
+
+        def observed(fast: Params) -> dict[str, torch.Tensor]:
+            full = {**fixed, **fast}
+            seen = observe(full) if observe else {}
+            if self.forwards is not None and next(starting, None) is not None:
+                with torch.no_grad():  # the support forward pass of the step that starts here
+                    self.forwards.append(self._recorded(full, x)[1])
+            return seen
+
         # `fixed` travels as adapt()'s buffers, not in a closure: a recomputed step
         # differentiates only what it is passed.
         return adapt(
-            lambda fast, buffers, inputs: self({**buffers, **fast}, inputs),
+            lambda fast, buffers, inputs: self._call({**buffers, **fast}, inputs),
             params,
             fixed,
             x,
@@ -121,7 +172,7 @@ class TaskLearner:
             steps=steps,
             optimizer=optimizer,
             first_order=first_order,
-            observe=(lambda fast: observe({**fixed, **fast})) if observe else None,
+            observe=observed if observe or self.forwards is not None else None,
             run_step=recomputed if self.checkpoint_inner else None,
         )
 
@@ -141,7 +192,7 @@ class StackLearner(TaskLearner):
     only their own task's gradient.
     """
 
-    def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+    def _call(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return self.network.module.forward_tasks(self._per_task(params, x.shape[0]), x)
 
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

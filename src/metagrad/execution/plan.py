@@ -95,7 +95,9 @@ def meta_gradient(
     plan: ExecutionPlan,
 ) -> tuple[MetaParameters, Metrics]:
     """The meta-gradient of `algorithm` for one meta-batch (shaped like `meta`) and the
-    per-task metrics (`[num_tasks]` each), executed as `plan` says."""
+    per-task metrics (`[num_tasks]` each), executed as `plan` says. Where the network keeps
+    batch-norm running statistics, the metrics also hold each forward pass's batch statistics
+    (`running.*`, `[num_tasks, channels]`): `Network.update_running_statistics` applies them."""
     if plan.strategy == "auto":
         raise ConfigError(
             "meta_gradient needs a chosen plan, not strategy auto: call choose_plan() first, "

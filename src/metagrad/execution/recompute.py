@@ -10,7 +10,6 @@ time instead of all of them. Not under `vmap` (the loop and batched strategies o
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Callable
 from typing import Any
 
@@ -41,10 +40,7 @@ def recomputed(
         structure.update(spec=new_spec, leaves=new_leaves, extras=len(extras))
         return (*(x for x in new_leaves if isinstance(x, torch.Tensor)), *extras)
 
-    # The backward pass may run in another thread (CUDA): recompute in this call's context
-    # (e.g. the batch-norm kernel choice), not that thread's.
-    context = contextvars.copy_context()
-    outputs = _Recompute.apply(run, context, structure, *(leaves[i] for i in positions))
+    outputs = _Recompute.apply(run, structure, *(leaves[i] for i in positions))
     count = len(outputs) - structure["extras"]
     new_tensors = iter(outputs[:count])
     new_leaves = [
@@ -55,8 +51,8 @@ def recomputed(
 
 class _Recompute(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, run, context, structure, *tensors):
-        ctx.run, ctx.context = run, context
+    def forward(ctx, run, structure, *tensors):
+        ctx.run = run
         ctx.save_for_backward(*tensors)
         outputs = run(tensors)
         extras = outputs[len(outputs) - structure["extras"] :]
@@ -65,13 +61,13 @@ class _Recompute(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *output_grads):
-        needs = ctx.needs_input_grad[3:]
+        needs = ctx.needs_input_grad[2:]
         inputs = [
             t.detach().requires_grad_(need)
             for t, need in zip(ctx.saved_tensors, needs, strict=True)
         ]
         with torch.enable_grad():
-            outputs = ctx.context.run(ctx.run, tuple(inputs))
+            outputs = ctx.run(tuple(inputs))
         pairs = [
             (o, g)
             for o, g in zip(outputs, output_grads, strict=False)
@@ -85,4 +81,4 @@ class _Recompute(torch.autograd.Function):
             if pairs and wrt
             else [None] * len(wrt)
         )
-        return (None, None, None, *(next(grads) if t.requires_grad else None for t in inputs))
+        return (None, None, *(next(grads) if t.requires_grad else None for t in inputs))

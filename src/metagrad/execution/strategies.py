@@ -21,7 +21,6 @@ time (`loop` holds one task's).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -47,8 +46,10 @@ class TaskParts:
     `inner(x_support, y_support) -> (φ, metrics)` adapts to the support set;
     `outer(φ, x_support, y_support, x_query, y_query) -> {"loss": …, metrics}` is the loss whose
     gradient (through φ, and through the meta-parameters where it uses them directly) is the
-    meta-gradient. `stacked` runs the same on a whole stack of tasks at once; `fused` runs one
-    task with the fused batch-norm kernel, for strategies that call it outside `vmap`.
+    meta-gradient. Where the network keeps batch-norm running statistics, both also report the
+    batch statistics of their forward passes (`metagrad.execution.running`). `stacked` runs
+    the same on a whole stack of tasks at once; `fused` runs one task with the fused batch-norm
+    kernel, for strategies that call it outside `vmap`.
     """
 
     algorithm: Algorithm
@@ -58,17 +59,22 @@ class TaskParts:
     stacked: bool = False
     fused: bool = False
 
-    @functools.cached_property
     def learner(self) -> TaskLearner:
+        """A new learner for one part of a task (it records that part's batch statistics
+        where the network keeps running statistics)."""
         if self.stacked:
             return self.network.stack_learner(self.checkpoint_inner)
-        return self.network.task_learner(self.checkpoint_inner, self.fused)
+        return self.network.task_learner(self.checkpoint_inner, self.fused, record=True)
 
     def inner(self, x_support: torch.Tensor, y_support: torch.Tensor) -> tuple[Params, Metrics]:
-        return self.algorithm.inner(self.learner, self.meta, x_support, y_support)
+        learner = self.learner()
+        fast, metrics = self.algorithm.inner(learner, self.meta, x_support, y_support)
+        return fast, {**metrics, **learner.statistics("inner")}
 
     def outer(self, fast: Params, *task: torch.Tensor) -> Metrics:
-        return self.algorithm.outer(self.learner, self.meta, fast, Task(*task))
+        learner = self.learner()
+        metrics = self.algorithm.outer(learner, self.meta, fast, Task(*task))
+        return {**metrics, **learner.statistics("outer")}
 
     def __call__(self, *task: torch.Tensor) -> Metrics:
         fast, metrics = self.inner(*task[:2])

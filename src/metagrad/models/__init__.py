@@ -1,4 +1,4 @@
-from metagrad.models.batch_norm import TaskBatchNorm, with_fused_batch_norm
+from metagrad.models.batch_norm import TaskBatchNorm, with_batch_norm
 from metagrad.models.conv4 import Conv4
 from metagrad.models.exact import exact_modules
 from metagrad.models.functional import Forward, Params, functional_forward, meta_parameters
@@ -13,5 +13,5 @@ __all__ = [
     "exact_modules",
     "functional_forward",
     "meta_parameters",
-    "with_fused_batch_norm",
+    "with_batch_norm",
 ]

@@ -11,55 +11,65 @@ from torch import nn
 
 
 class TaskBatchNorm(nn.Module):
-    """Batch normalisation with the statistics of the batch in hand (no running statistics),
-    for inputs `[N, C, ...]` of any number of trailing dimensions.
+    """Batch normalisation with the statistics of the batch in hand, for inputs `[N, C, ...]` of
+    any number of trailing dimensions.
 
     This is the MAML reference behaviour. By default it is written in primitive ops, which,
     unlike `F.batch_norm`, give exact second-order meta-gradients under `torch.func.vmap`: the
-    fused kernel's batched backward treats the batch statistics as constants. With `fused` set it
-    runs PyTorch's fused kernel instead: faster, and exact on one task at a time outside `vmap` (see
-    `with_fused_batch_norm`).
+    fused kernel's batched backward treats the batch statistics as constants. Two switches are
+    set on copies of a network, never on the network itself (`with_batch_norm`): `fused` runs
+    PyTorch's fused kernel instead (faster, and exact on one task at a time outside `vmap`);
+    `running` normalises with the running statistics, as PyTorch's evaluation mode does, where
+    the layer has them (a rewritten `nn.BatchNorm*d`, whose `momentum` it keeps).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-3, affine: bool = True):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
+        self.momentum: float | None = 0.1
         self.fused = False
+        self.running = False
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:
-            return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
-        dims = (0, *range(2, x.dim()))
         shape = (-1,) + (1,) * (x.dim() - 2)
-        mean = x.mean(dim=dims, keepdim=True)
-        var = (x - mean).square().mean(dim=dims, keepdim=True)
-        scale = torch.rsqrt(var + self.eps)  # per channel: the affine weight folds into it
+        if self.running:
+            mean = self.running_mean.reshape(shape)
+            scale = torch.rsqrt(self.running_var.reshape(shape) + self.eps)
+        elif self.fused:
+            return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
+        else:
+            dims = (0, *range(2, x.dim()))
+            mean = x.mean(dim=dims, keepdim=True)
+            scale = torch.rsqrt((x - mean).square().mean(dim=dims, keepdim=True) + self.eps)
         if self.weight is None:
             return (x - mean) * scale
+        # per channel: the affine weight folds into the scale
         return (x - mean) * (scale * self.weight.reshape(shape)) + self.bias.reshape(shape)
 
     def extra_repr(self) -> str:
-        fused = ", fused=True" if self.fused else ""
-        return f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}{fused}"
+        switches = "".join(f", {k}=True" for k in ("fused", "running") if getattr(self, k))
+        return f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}{switches}"
 
 
-def with_fused_batch_norm(module: nn.Module) -> nn.Module:
+def with_batch_norm(module: nn.Module, **switches: bool) -> nn.Module:
     """`module` itself if it has no `TaskBatchNorm`; otherwise a copy of its structure, sharing
-    its parameters and buffers, whose `TaskBatchNorm` layers run PyTorch's fused kernel.
+    its parameters and buffers, whose `TaskBatchNorm` layers have `switches` set (`fused`,
+    `running`).
 
-    Execution code that runs tasks one at a time outside `vmap` (the loop strategies) calls the
-    copy, everything else the module: the kernel is chosen by which module is called, never by
-    a setting in the air.
+    Execution code that runs tasks one at a time outside `vmap` (the loop strategies) calls a
+    `fused=True` copy, everything else the module: the kernel is chosen by which module is
+    called, never by a setting in the air.
     """
     layers = [m for m in module.modules() if isinstance(m, TaskBatchNorm)]
     if not layers:
         return module
     shared = {id(t): t for t in chain(module.parameters(), module.buffers())}
-    fused = copy.deepcopy(module, memo=shared)
-    for layer in fused.modules():
+    variant = copy.deepcopy(module, memo=shared)
+    for layer in variant.modules():
         if isinstance(layer, TaskBatchNorm):
-            layer.fused = True
-    return fused
+            for name, value in switches.items():
+                setattr(layer, name, value)
+    return variant

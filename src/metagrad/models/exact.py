@@ -12,9 +12,10 @@ in meta-learning:
 `exact_modules` replaces each such layer, in place, by the same computation in primitive ops,
 exact under every execution strategy. Parameter and buffer names are kept, so state dicts load
 both ways. Batch normalisation uses the statistics of the task in hand, in training and in
-evaluation (the MAML reference): a layer's running statistics stay in its state dict, unused
-and never updated. Layers whose output is random (dropout) are refused: a meta-gradient that
-depends on random draws cannot be checked, reproduced or resumed.
+evaluation (the MAML reference); a layer's running statistics stay in its state dict, and
+meta-training updates them as PyTorch's training mode would (`metagrad.execution.running`).
+Layers whose output is random (dropout) are refused: a meta-gradient that depends on random
+draws cannot be checked, reproduced or resumed.
 """
 
 from __future__ import annotations
@@ -105,8 +106,9 @@ def exact_modules(model: nn.Module, *, warn: bool = True) -> nn.Module:
         if warn and getattr(module, "track_running_stats", False):
             warnings.warn(
                 f"model layer {name!r} ({type(module).__name__}) normalises with the "
-                "statistics of the task in hand, in training and evaluation (the MAML "
-                "reference); its running statistics are kept but not updated",
+                "statistics of the task in hand (the MAML reference); its running statistics "
+                "are updated by meta-training as in PyTorch's training mode, and evaluation "
+                "uses them only with eval.batch_norm: running",
                 stacklevel=2,
             )
     return model
@@ -117,9 +119,15 @@ def _exact(module: nn.Module) -> nn.Module | None:
     is needed."""
     if isinstance(module, _BatchNorm):
         exact = TaskBatchNorm(module.num_features, eps=module.eps, affine=False)
-        exact.weight, exact.bias = module.weight, module.bias
+        exact.weight, exact.bias, exact.momentum = module.weight, module.bias, module.momentum
         return exact
     if isinstance(module, _InstanceNorm):
+        if module.track_running_stats:
+            raise ConfigError(
+                f"model layer {module} keeps running statistics, which metagrad does not "
+                "update for instance normalisation; build it with track_running_stats=False "
+                "(PyTorch's default)"
+            )
         return ExactGroupNorm(module.num_features, module.eps, module.weight, module.bias)
     if isinstance(module, nn.GroupNorm):
         return ExactGroupNorm(module.num_groups, module.eps, module.weight, module.bias)
