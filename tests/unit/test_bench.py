@@ -12,6 +12,7 @@ from metagrad.bench.peers import PEERS, installed
 from metagrad.bench.runner import GRADIENT_TOLERANCE, format_table, relative_error
 from metagrad.bench.settings import SETTINGS, setting_config, synthetic_batch
 from metagrad.bench.worker import metagrad_step, peer_step
+from metagrad.errors import ConfigError
 from metagrad.execution.allocator import tune_allocator
 
 SMALL = ["train.meta_batch_size=3", "task.n_query=2", "model.hidden=[4]"]
@@ -45,6 +46,26 @@ def test_peers_compute_metagrads_meta_gradient(peer, setting):
     reference = metagrad_step(config, batch, "loop")[0]()
     grads = peer_step(config, batch, peer)[0]()
     assert relative_error(grads, reference) < GRADIENT_TOLERANCE
+
+
+@pytest.mark.parametrize("algorithm", ["anil", "metasgd"])
+def test_learn2learn_computes_anil_and_metasgd_as_metagrad_does(algorithm):
+    """learn2learn's ANIL (its MAML around the head) and MetaSGD, learned rates included."""
+    if not installed("learn2learn"):
+        pytest.skip("learn2learn is not installed (benchmarks/install-peers.sh)")
+    config = setting_config("omniglot-5w1s", [*SMALL, f"algorithm.name={algorithm}"])
+    batch = synthetic_batch(config).to("cpu", torch.float64)
+    reference = metagrad_step(config, batch, "loop")[0]()
+    grads = peer_step(config, batch, "learn2learn")[0]()
+    assert relative_error(grads, reference) < GRADIENT_TOLERANCE
+
+
+@pytest.mark.parametrize("peer", ["higher", "torchopt"])
+def test_peers_without_an_algorithm_say_so(peer):
+    config = setting_config("omniglot-5w1s", [*SMALL, "algorithm.name=anil"])
+    batch = synthetic_batch(config)
+    with pytest.raises(ConfigError, match=f"the {peer} comparison writes MAML only, not.*anil"):
+        peer_step(config, batch, peer)
 
 
 def test_relative_error_and_the_table_flag_a_wrong_gradient():

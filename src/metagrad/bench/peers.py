@@ -7,6 +7,7 @@ initialisation), so every peer's meta-gradient can be checked against metagrad's
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from metagrad.algorithms.base import split_head
 from metagrad.config import Config
 from metagrad.errors import ConfigError
 from metagrad.tasks.batch import TaskBatch
@@ -36,14 +38,15 @@ def _grads(model: nn.Module) -> list[torch.Tensor]:
     return grads
 
 
-def _import_learn2learn_maml() -> types.ModuleType:
-    """`learn2learn.algorithms.maml` without the package `__init__`.
+def _import_learn2learn(module: str) -> types.ModuleType:
+    """`learn2learn.algorithms.<module>` (maml, meta_sgd) without the package `__init__`.
 
     learn2learn's `__init__` imports its vision, gym and text modules (torchvision, gym); its
-    MAML needs only `learn2learn.utils`, so the two packages are registered bare first.
+    algorithms need only `learn2learn.utils`, so the two packages are registered bare first.
     """
-    if "learn2learn.algorithms.maml" in sys.modules:
-        return sys.modules["learn2learn.algorithms.maml"]
+    name = f"learn2learn.algorithms.{module}"
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.find_spec("learn2learn")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
@@ -51,34 +54,90 @@ def _import_learn2learn_maml() -> types.ModuleType:
             "must be rebuilt with Cython 0.29 on Python 3.11)"
         )
     root = Path(next(iter(spec.submodule_search_locations)))
-    for name, folder in (("learn2learn", root), ("learn2learn.algorithms", root / "algorithms")):
-        if name not in sys.modules:
-            package = types.ModuleType(name)
+    for package_name, folder in (
+        ("learn2learn", root),
+        ("learn2learn.algorithms", root / "algorithms"),
+    ):
+        if package_name not in sys.modules:
+            package = types.ModuleType(package_name)
             package.__path__ = [str(folder)]
-            sys.modules[name] = package
-    return importlib.import_module("learn2learn.algorithms.maml")
+            sys.modules[package_name] = package
+    return importlib.import_module(name)
 
 
 def learn2learn_step(model: nn.Module, config: Config, batch: TaskBatch, loss_fn: LossFn) -> Step:
-    """learn2learn 0.2.0: `MAML.clone()` per task, `adapt()` per inner step, one backward a task."""
-    maml = _import_learn2learn_maml().MAML(
-        model, lr=config.algorithm.inner_lr, first_order=config.algorithm.first_order
-    )
-    steps, tasks = config.algorithm.inner_steps, batch.num_tasks
+    """learn2learn 0.2.0: `MAML.clone()` (or `MetaSGD.clone()`) per task, `adapt()` per inner
+    step, one backward a task; ANIL as its examples write it: the body on the task's inputs,
+    `MAML` around the head alone."""
+    algorithm = config.algorithm
+    if algorithm.name == "anil":
+        return _learn2learn_anil(model, config, batch, loss_fn)
+    if algorithm.name == "metasgd":
+        wrapped = _import_learn2learn("meta_sgd").MetaSGD(
+            model, lr=algorithm.inner_lr, first_order=algorithm.first_order
+        )
+    else:
+        _only_maml(config, "learn2learn")
+        wrapped = _import_learn2learn("maml").MAML(
+            model, lr=algorithm.inner_lr, first_order=algorithm.first_order
+        )
+    steps, tasks = algorithm.inner_steps, batch.num_tasks
 
     def step() -> list[torch.Tensor]:
         for x_s, y_s, x_q, y_q in zip(*batch.tensors(), strict=True):
-            learner = maml.clone()
+            learner = wrapped.clone()
             for _ in range(steps):
                 learner.adapt(loss_fn(learner(x_s), y_s))
             (loss_fn(learner(x_q), y_q) / tasks).backward()
+        rates = [rate.grad for rate in getattr(wrapped, "lrs", [])]  # Meta-SGD's learned α
+        for rate in getattr(wrapped, "lrs", []):
+            rate.grad = None
+        return _grads(model) + rates
+
+    return step
+
+
+def _learn2learn_anil(model: nn.Module, config: Config, batch: TaskBatch, loss_fn: LossFn) -> Step:
+    algorithm = config.algorithm
+    head_name = _head_module(model, algorithm.kwargs.get("head", "head."))
+    head = _import_learn2learn("maml").MAML(
+        model.get_submodule(head_name), lr=algorithm.inner_lr, first_order=algorithm.first_order
+    )
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    body = copy.deepcopy(model, memo=shared)  # the same layers, the head replaced by identity
+    parent, _, child = head_name.rpartition(".")
+    setattr(body.get_submodule(parent), child, nn.Identity())
+    steps, tasks = algorithm.inner_steps, batch.num_tasks
+
+    def step() -> list[torch.Tensor]:
+        for x_s, y_s, x_q, y_q in zip(*batch.tensors(), strict=True):
+            learner = head.clone()
+            features = body(x_s)
+            for _ in range(steps):
+                learner.adapt(loss_fn(learner(features), y_s))
+            (loss_fn(learner(body(x_q)), y_q) / tasks).backward()
         return _grads(model)
 
     return step
 
 
+def _head_module(model: nn.Module, prefix: str) -> str:
+    """The name of the module ANIL adapts: the parameters `split_head` calls the head."""
+    _, head = split_head(dict(model.named_parameters()), prefix)
+    return next(iter(head)).rpartition(".")[0]
+
+
+def _only_maml(config: Config, peer: str) -> None:
+    if config.algorithm.name != "maml":
+        raise ConfigError(
+            f"the {peer} comparison writes MAML only, not algorithm {config.algorithm.name!r}"
+            + ("; learn2learn writes anil and metasgd too" if peer != "learn2learn" else "")
+        )
+
+
 def higher_step(model: nn.Module, config: Config, batch: TaskBatch, loss_fn: LossFn) -> Step:
     """higher: `innerloop_ctx` per task; first order = untracked fast weights, gradients copied."""
+    _only_maml(config, "higher")
     import higher
 
     first_order = config.algorithm.first_order
@@ -109,6 +168,7 @@ def higher_step(model: nn.Module, config: Config, batch: TaskBatch, loss_fn: Los
 def torchopt_step(model: nn.Module, config: Config, batch: TaskBatch, loss_fn: LossFn) -> Step:
     """torchopt: `MetaSGD` with state extract/recover per task (its MAML example); first order
     with its functional `sgd` on detached gradients."""
+    _only_maml(config, "torchopt")
     import torchopt
 
     lr, steps, tasks = config.algorithm.inner_lr, config.algorithm.inner_steps, batch.num_tasks
