@@ -33,11 +33,22 @@ class TaskConfig:
     """The task distribution: which problem, and the shape of one task."""
 
     dataset: Literal[
-        "sinusoid", "omniglot", "miniimagenet", "tieredimagenet", "cifarfs", "fc100", "folder"
+        "sinusoid",
+        "omniglot",
+        "miniimagenet",
+        "tieredimagenet",
+        "cifarfs",
+        "fc100",
+        "folder",
+        "navigation2d",
+        "halfcheetah-dir",
+        "halfcheetah-vel",
     ] = "sinusoid"
     """Where tasks come from: sinusoid regression, Omniglot (grey), the RGB natural-image
-    datasets mini-ImageNet, tiered-ImageNet, CIFAR-FS and FC100 (see `metagrad.data`), or a
-    folder of your own images, one subfolder per class, in task.data_root."""
+    datasets mini-ImageNet, tiered-ImageNet, CIFAR-FS and FC100 (see `metagrad.data`), a
+    folder of your own images, one subfolder per class, in task.data_root; or a reinforcement
+    learning environment (settings in the `rl` section): 2D navigation, HalfCheetah
+    forward/backward or HalfCheetah velocity (the `[rl]` extra)."""
     n_way: int = 5
     """Classes per task (classification only)."""
     k_shot: int = 5
@@ -213,6 +224,42 @@ class EvalConfig:
     batch norm keeps them, such as a user's `nn.BatchNorm2d`)."""
 
 
+RL_ENVIRONMENTS = ("navigation2d", "halfcheetah-dir", "halfcheetah-vel")
+"""The task.dataset values that are reinforcement-learning environments."""
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """Meta-reinforcement learning (task.dataset = navigation2d, halfcheetah-dir or
+    halfcheetah-vel): MAML with a policy-gradient inner loop and a TRPO outer step, a Gaussian
+    MLP policy of model.hidden widths. train.meta_batch_size tasks per iteration;
+    algorithm.inner_lr, inner_steps and first_order as for supervised MAML."""
+
+    horizon: int | None = None
+    """Steps per episode; null = the paper's (navigation 100, HalfCheetah 200)."""
+    rollouts: int = 20
+    """Episodes per task for each inner step and for the outer loss."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 1.0
+    """GAE λ (1: Monte-Carlo returns minus the linear baseline)."""
+    max_kl: float = 0.01
+    """TRPO: the trust region, mean KL between the adapted policies before and after a step."""
+    cg_iterations: int = 10
+    """TRPO: conjugate-gradient iterations."""
+    damping: float = 1e-5
+    """TRPO: added to the Fisher matrix."""
+    init_std: float = 1.0
+    """Initial standard deviation of the policy's actions."""
+    eval_rollouts: int = 40
+    """Episodes per task and step in evaluation."""
+    eval_lr_after: float = 0.05
+    """Evaluation: the step size after the first step (the paper's test script halves it);
+    eval.inner_lr, or algorithm.inner_lr, is the first step's."""
+    vectorization: Literal["sync", "async"] = "sync"
+    """HalfCheetah: episodes stepped in this process (sync) or in worker processes (async)."""
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole run. Presets in `metagrad/configs/*.yaml` fill it; `--set a.b=c` overrides."""
@@ -223,6 +270,12 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+
+    @property
+    def is_rl(self) -> bool:
+        """Whether the tasks are reinforcement-learning environments."""
+        return self.task.dataset in RL_ENVIRONMENTS
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -482,7 +535,9 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"task.rotations names {unknown_splits}; only train, val and test are splits"
         )
-    if config.task.dataset not in ("sinusoid", "omniglot", "folder") and config.task.rotations:
+    if config.task.dataset not in ("sinusoid", "omniglot", "folder", *RL_ENVIRONMENTS) and (
+        config.task.rotations
+    ):
         raise ConfigError(
             f"task.rotations = {list(config.task.rotations)} but rotated copies as extra classes "
             f"are for Omniglot and image folders only; set task.rotations = [] for task.dataset = "
@@ -524,11 +579,78 @@ def validate(config: Config) -> None:
             "model.pool = max: its four 2×2 max-poolings need at least 16 pixels; use "
             "model.pool = stride, or images of 16 pixels or more"
         )
+    if config.is_rl:
+        _validate_rl(config)
     if config.algorithm.first_order and config.algorithm.name not in FIRST_ORDER_ALGORITHMS:
         raise ConfigError(
             f"algorithm.first_order = true only applies to {', '.join(FIRST_ORDER_ALGORITHMS)}, "
             f"not {config.algorithm.name!r}; remove it"
         )
+
+
+NOT_FOR_RL = {
+    "train": (
+        "outer_optimizer",
+        "outer_lr",
+        "outer_lr_decay",
+        "outer_lr_min",
+        "strategy",
+        "chunk_size",
+        "max_memory",
+        "checkpoint_inner",
+        "keep_best",
+        "snapshot_seconds",
+        "nonfinite",
+        "val_every",
+        "val_tasks",
+    ),
+    "eval": ("n_way", "k_shot", "n_query", "batch_size", "batch_norm"),
+}
+"""Settings of supervised meta-learning that a meta-RL run would silently ignore."""
+
+
+def _validate_rl(config: Config) -> None:
+    rl = config.rl
+    if config.algorithm.name != "maml" or config.model.name != "mlp":
+        raise ConfigError(
+            f"task.dataset = {config.task.dataset} is reinforcement learning, which metagrad "
+            f"meta-trains with MAML (TRPO outer step) on an MLP policy, not algorithm.name = "
+            f"{config.algorithm.name} with model.name = {config.model.name}; set "
+            "algorithm.name = maml and model.name = mlp"
+        )
+    if config.algorithm.inner_optimizer != "sgd":
+        raise ConfigError(
+            "algorithm.inner_optimizer must be sgd for reinforcement learning: the inner step "
+            "is a vanilla policy-gradient step"
+        )
+    for section, names in NOT_FOR_RL.items():
+        default = {"train": TrainConfig(), "eval": EvalConfig()}[section]
+        for name in names:
+            value = getattr(getattr(config, section), name)
+            if value != getattr(default, name):
+                raise ConfigError(
+                    f"{section}.{name} = {value!r} does not apply to reinforcement learning "
+                    "(a TRPO outer step on batched episodes; see the rl section); remove it"
+                )
+    positive = {
+        "rl.rollouts": rl.rollouts,
+        "rl.max_kl": rl.max_kl,
+        "rl.cg_iterations": rl.cg_iterations,
+        "rl.init_std": rl.init_std,
+        "rl.eval_rollouts": rl.eval_rollouts,
+        "rl.eval_lr_after": rl.eval_lr_after,
+        "algorithm.inner_steps": config.algorithm.inner_steps,
+    }
+    if rl.horizon is not None:
+        positive["rl.horizon"] = rl.horizon
+    for path, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{path} = {value!r} must be > 0")
+    for path, value in {"rl.gamma": rl.gamma, "rl.gae_lambda": rl.gae_lambda}.items():
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{path} = {value!r} must be between 0 and 1")
+    if rl.damping < 0:
+        raise ConfigError(f"rl.damping = {rl.damping!r} must be >= 0")
 
 
 def _validate_limits(config: Config) -> None:

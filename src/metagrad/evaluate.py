@@ -19,12 +19,13 @@ from metagrad.build import build_learner, build_tasks, objective_for, resolve_de
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore, load_checkpoint
 from metagrad.config import BatchNormMode, Config, load_config
 from metagrad.data.class_images import ClassImages
-from metagrad.errors import CheckpointError
+from metagrad.errors import CheckpointError, ConfigError
 from metagrad.execution import MetaLearner
 from metagrad.execution.network import Network, TaskLearner
 from metagrad.execution.strategies import TaskFn, TaskOf, map_tasks_no_grad
 from metagrad.models.batch_norm import TaskBatchNorm
 from metagrad.models.functional import Params
+from metagrad.rl.run import evaluate_policy
 from metagrad.runs import check_writable, saved_config
 from metagrad.tasks.batch import TaskBatch
 
@@ -180,6 +181,8 @@ def summarize(metrics: dict[str, torch.Tensor]) -> Summary:
 
 def format_summary(result: dict) -> str:
     """A plain-text table of an `evaluate_run` result: a row per inner step, `mean ± ci95`."""
+    if "episodes" in result:
+        return _format_returns(result)
     names = list(result["mean"])
     step = result["step"]
     which = (
@@ -205,6 +208,26 @@ def format_summary(result: dict) -> str:
     return "\n".join(rows)
 
 
+def _format_returns(result: dict) -> str:
+    """A meta-RL evaluation: the return of the run's policy and of the random initial policy
+    after each policy-gradient step."""
+    first, after = result["inner_lr"]
+    rows = [
+        f"{result['run']}: {result['split']} tasks ({result['num_tasks']}), "
+        f"{result['checkpoint']} checkpoint at iteration {result['step']}, "
+        f"{result['episodes']} episodes per task and step, step size {first} then {after}; "
+        "average return, mean ± 95% CI",
+        "step  " + "  ".join(f"{n:>21}" for n in ("run's policy", "random initial policy")),
+    ]
+    for step in range(len(result["mean"]["return"])):
+        cells = [
+            f"{result['mean'][n][step]:>11.2f} ± {result['ci95'][n][step]:<7.2f}"
+            for n in ("return", "random_init_return")
+        ]
+        rows.append(f"{step:>4}  " + "  ".join(cells))
+    return "\n".join(rows)
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -222,6 +245,12 @@ def evaluate_run(
     run_dir = Path(run_dir)
     _check_run_folder(run_dir)
     config = load_config(run_dir / "config.yaml", overrides)
+    if config.is_rl:
+        if ensemble > 1:
+            raise ConfigError(
+                "--ensemble is for supervised runs; a meta-RL run has one best policy"
+            )
+        return _evaluate_policy_run(run_dir, config, checkpoint, split)
     device = resolve_device(config.train.device)
     if ensemble > 1:
         states = best_checkpoints(run_dir, config, ensemble, device)
@@ -249,7 +278,24 @@ def evaluate_run(
         "batch_norm": batch_norm_mode(learner.model, config.eval.batch_norm),
         **summarize(metrics).to_dict(),
     }
-    path = _write_new(run_dir, result)
+    stem = result_stem(*(result[k] for k in ("split", "checkpoint", "k_shot", "inner_steps")))
+    path = _write_new(run_dir, result, stem)
+    return {**result, "saved_to": str(path)}
+
+
+def _evaluate_policy_run(run_dir: Path, config: Config, checkpoint: str, split: str) -> dict:
+    """A meta-RL run: the return after each policy-gradient step (`metagrad.rl.run`)."""
+    state = read_checkpoint(run_dir, checkpoint)
+    result = {
+        "run": config.name,
+        "split": split,
+        "checkpoint": checkpoint,
+        "step": state["step"],
+        **evaluate_policy(config, state["params"], split),
+    }
+    which = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(checkpoint).stem)
+    stem = f"eval-{split}-{which}-{result['episodes']}episodes-{result['inner_steps']}steps"
+    path = _write_new(run_dir, result, stem)
     return {**result, "saved_to": str(path)}
 
 
@@ -290,9 +336,9 @@ def result_stem(split: str, checkpoint: str, k_shot: int, inner_steps: int) -> s
     return f"eval-{split}-{which}-{k_shot}shot-{inner_steps}steps"
 
 
-def _write_new(run_dir: Path, result: dict) -> Path:
-    """Write `result` under a name no other result has: the same evaluation again gets `-2`, …"""
-    stem = result_stem(*(result[k] for k in ("split", "checkpoint", "k_shot", "inner_steps")))
+def _write_new(run_dir: Path, result: dict, stem: str) -> Path:
+    """Write `result` as `<stem>.json`, or, if that exists, `<stem>-2.json`, … (never over
+    another result)."""
     number = 1
     while True:
         path = run_dir / (f"{stem}.json" if number == 1 else f"{stem}-{number}.json")

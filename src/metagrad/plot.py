@@ -14,6 +14,7 @@ from metagrad.config import Config, load_config
 from metagrad.errors import CheckpointError
 from metagrad.evaluate import load_learner, read_checkpoint
 from metagrad.logging import METRICS_FILE, read_metrics
+from metagrad.rl.run import trajectories
 from metagrad.runs import saved_config
 
 
@@ -28,6 +29,8 @@ def plot_runs(runs: list[Path], out_dir: Path) -> list[Path]:
             written.append(plot_metric_vs_steps(runs, out_dir / "metric-vs-steps.png"))
         if configs[0].task.dataset == "sinusoid":
             written.append(plot_sinusoid_fits(runs, out_dir / "sinusoid-fits.png"))
+        if configs[0].task.dataset == "navigation2d":
+            written.append(plot_trajectories(runs[0], out_dir / "trajectories.png"))
     except OSError as err:
         raise CheckpointError(
             f"cannot write the figures in {out_dir}: {err.strerror or err}; the runs are "
@@ -38,13 +41,18 @@ def plot_runs(runs: list[Path], out_dir: Path) -> list[Path]:
 
 def check_comparable(runs: list[Path], configs: list[Config]) -> None:
     """Runs share figures only when they measure the same thing (regression or classification)."""
-    kinds = {objective_for(config).primary: run for run, config in zip(runs, configs, strict=True)}
+    kinds = {primary_metric(config): run for run, config in zip(runs, configs, strict=True)}
     if len(kinds) > 1:
         described = ", ".join(f"{run} ({metric})" for metric, run in kinds.items())
         raise CheckpointError(
             f"these runs measure different things and cannot share a figure: {described}; plot "
-            "regression and classification runs separately"
+            "regression, classification and reinforcement-learning runs separately"
         )
+
+
+def primary_metric(config: Config) -> str:
+    """What the figures show: the return for meta-RL, else the objective's primary metric."""
+    return "return" if config.is_rl else objective_for(config).primary
 
 
 def latest_test_result(run: Path) -> Path | None:
@@ -74,7 +82,7 @@ def plot_learning_curves(runs: list[Path], path: Path) -> Path:
         file = run / METRICS_FILE
         if not file.is_file():
             raise CheckpointError(f"{run} has no {METRICS_FILE}; is it a run folder?")
-        primary = objective_for(load_config(run / "config.yaml")).primary
+        primary = primary_metric(load_config(run / "config.yaml"))
         lines = read_metrics(file)
         for ax, split in zip(axes, ("train", "val"), strict=True):
             rows = [r for r in lines if r["split"] == split]
@@ -108,14 +116,19 @@ def plot_metric_vs_steps(runs: list[Path], path: Path) -> Path:
     ax = fig.subplots()
     for run in runs:
         result = json.loads(latest_test_result(run).read_text())
-        primary = objective_for(load_config(run / "config.yaml")).primary
-        mean = torch.tensor([shown(primary, v) for v in result["mean"][primary]])
-        ci = torch.tensor([shown(primary, v) for v in result["ci95"][primary]])
-        steps = range(len(mean))
+        primary = primary_metric(load_config(run / "config.yaml"))
         shots = f", {result['k_shot']}-shot" if "k_shot" in result else ""
-        ax.plot(steps, mean, marker="o", label=f"{run.name}{shots}")
-        ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2)
-    ax.set_xlabel("inner (fine-tuning) steps at test time")
+        lines = [(primary, "-", f"{run.name}{shots}")]
+        if "random_init_return" in result["mean"]:  # meta-RL: the paper's random baseline too
+            lines.append(("random_init_return", "--", f"{run.name}: random initial policy"))
+        for key, style, label in lines:
+            mean = torch.tensor([shown(primary, v) for v in result["mean"][key]])
+            ci = torch.tensor([shown(primary, v) for v in result["ci95"][key]])
+            steps = range(len(mean))
+            ax.plot(steps, mean, style, marker="o", label=label)
+            ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2)
+    steps_of = "policy-gradient" if primary == "return" else "inner (fine-tuning)"
+    ax.set_xlabel(f"{steps_of} steps at test time")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(axis_label(primary))
     ax.set_title(f"test tasks ({result['num_tasks']}){shots}")
@@ -173,8 +186,30 @@ def shown(metric: str, value: float) -> float:
     return 100 * value if metric == "accuracy" else value
 
 
+def plot_trajectories(run: Path, path: Path, num_tasks: int = 4) -> Path:
+    """2D navigation, the MAML paper's Figure 6: one episode of the run's best policy before
+    adaptation and after each policy-gradient step, on a few test tasks, the goal marked."""
+    config = load_config(run / "config.yaml")
+    goals, positions = trajectories(config, read_checkpoint(run, "best")["params"], num_tasks)
+    fig = Figure(figsize=(3.6 * num_tasks, 3.6))
+    axes = fig.subplots(1, num_tasks, squeeze=False)[0]
+    for task, ax in enumerate(axes):
+        for step, episode in enumerate(positions):
+            label = "before adaptation" if step == 0 else f"after {step} step{'s' * (step > 1)}"
+            ax.plot(*episode[task].T, "-", linewidth=1.2, label=label, color=f"C{step}")
+        ax.plot(*positions[0][task, 0], "ko", markersize=4, label="start")
+        ax.plot(*goals[task], "r*", markersize=14, label="goal")
+        ax.set_title(f"test task {task}")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
 def axis_label(metric: str) -> str:
-    return "accuracy (%)" if metric == "accuracy" else metric
+    return {"accuracy": "accuracy (%)", "return": "average return"}.get(metric, metric)
 
 
 def _save(fig: Figure, path: Path) -> Path:

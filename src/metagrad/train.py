@@ -23,6 +23,7 @@ from metagrad.execution.memory import format_size
 from metagrad.interrupt import GracefulStop
 from metagrad.logging import RunLogger
 from metagrad.models.functional import Params
+from metagrad.rl.run import fit_rl
 from metagrad.runs import check_run_dir, init_run_dir
 from metagrad.tasks.batch import TaskBatch
 
@@ -46,6 +47,10 @@ def fit(
     locked against other processes until `fit` returns.
     """
     with contextlib.ExitStack() as hold:
+        if config.is_rl:
+            return fit_rl(
+                config, Path(run_dir), hold, resume=resume, overwrite=overwrite, progress=progress
+            )
         return _fit(config, Path(run_dir), hold, resume, overwrite, progress, images)
 
 

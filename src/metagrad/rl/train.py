@@ -18,7 +18,7 @@ from metagrad.models.functional import Params
 from metagrad.rl.environment import TaskEnvironment
 from metagrad.rl.maml_trpo import MAMLTRPO, Evaluation, inner_adapt, masked_mean
 from metagrad.rl.policy import init_policy, kl_divergence, log_prob, policy
-from metagrad.rl.sampling import Batch, rollout, to_batch
+from metagrad.rl.sampling import Batch, Episodes, rollout, to_batch
 from metagrad.rl.trpo import TRPO, trpo_step
 from metagrad.tasks.seeding import task_generator
 
@@ -226,15 +226,19 @@ def evaluate(
     gamma: float = 0.99,
     gae_lambda: float = 1.0,
     generator: torch.Generator | None = None,
+    observe: Callable[[Episodes], object] | None = None,
 ) -> Evaluation:
     """The mean return on `tasks` after 0, 1, …, `steps` policy-gradient steps, each step on
     fresh episodes of the current policy; the first step with `lr_first`, later ones with
-    `lr_after` (the original MAML test script halves the step size after the first step)."""
+    `lr_after` (the original MAML test script halves the step size after the first step).
+    `observe` is shown the episodes of every step (for trajectory plots)."""
     per_task = []
     fast = params
     supports: list[Batch] = []
     for step in range(steps + 1):
         episodes = rollout(env, fast, tasks, rollouts, generator)
+        if observe:
+            observe(episodes)
         per_task.append(episodes.returns().mean(-1))
         if step == steps:
             break
