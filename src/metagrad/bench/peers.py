@@ -44,25 +44,22 @@ def _import_learn2learn(module: str) -> types.ModuleType:
     learn2learn's `__init__` imports its vision, gym and text modules (torchvision, gym); its
     algorithms need only `learn2learn.utils`, so the two packages are registered bare first.
     """
-    name = f"learn2learn.algorithms.{module}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec("learn2learn")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "learn2learn is not installed; run benchmarks/install-peers.sh (learn2learn 0.2.0 "
-            "must be rebuilt with Cython 0.29 on Python 3.11)"
-        )
-    root = Path(next(iter(spec.submodule_search_locations)))
-    for package_name, folder in (
-        ("learn2learn", root),
-        ("learn2learn.algorithms", root / "algorithms"),
-    ):
-        if package_name not in sys.modules:
+    if "learn2learn.algorithms" not in sys.modules:
+        spec = importlib.util.find_spec("learn2learn")
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(
+                "learn2learn is not installed; run benchmarks/install-peers.sh (learn2learn "
+                "0.2.0 must be rebuilt with Cython 0.29 on Python 3.11)"
+            )
+        root = Path(next(iter(spec.submodule_search_locations)))
+        for package_name, folder in (
+            ("learn2learn", root),
+            ("learn2learn.algorithms", root / "algorithms"),
+        ):
             package = types.ModuleType(package_name)
             package.__path__ = [str(folder)]
             sys.modules[package_name] = package
-    return importlib.import_module(name)
+    return importlib.import_module(f"learn2learn.algorithms.{module}")
 
 
 def learn2learn_step(model: nn.Module, config: Config, batch: TaskBatch, loss_fn: LossFn) -> Step:
