@@ -611,12 +611,12 @@ NOT_FOR_RL = {
 
 def _validate_rl(config: Config) -> None:
     rl = config.rl
-    if config.algorithm.name != "maml" or config.model.name != "mlp":
+    if config.algorithm.name not in ("maml", "pretrain") or config.model.name != "mlp":
         raise ConfigError(
             f"task.dataset = {config.task.dataset} is reinforcement learning, which metagrad "
             f"meta-trains with MAML (TRPO outer step) on an MLP policy, not algorithm.name = "
             f"{config.algorithm.name} with model.name = {config.model.name}; set "
-            "algorithm.name = maml and model.name = mlp"
+            "algorithm.name = maml (or pretrain, the pre-trained baseline) and model.name = mlp"
         )
     if config.algorithm.inner_optimizer != "sgd":
         raise ConfigError(

@@ -119,8 +119,8 @@ def plot_metric_vs_steps(runs: list[Path], path: Path) -> Path:
         primary = primary_metric(load_config(run / "config.yaml"))
         shots = f", {result['k_shot']}-shot" if "k_shot" in result else ""
         lines = [(primary, "-", f"{run.name}{shots}")]
-        if "random_init_return" in result["mean"]:  # meta-RL: the paper's random baseline too
-            lines.append(("random_init_return", "--", f"{run.name}: random initial policy"))
+        if "random_init_return" in result["mean"] and run == runs[0]:  # meta-RL: the paper's
+            lines.append(("random_init_return", "--", "random initial policy"))  # baseline
         for key, style, label in lines:
             mean = torch.tensor([shown(primary, v) for v in result["mean"][key]])
             ci = torch.tensor([shown(primary, v) for v in result["ci95"][key]])

@@ -36,10 +36,11 @@ def last_state(run_dir):
 
 def test_every_rl_preset_loads_with_the_papers_settings():
     names = [n for n in preset_names() if "-trpo-" in n]
-    assert len(names) == 6
+    assert len(names) == 9
     for name in names:
         config = load_config(name)
         assert config.is_rl and config.algorithm.inner_lr == 0.1
+        assert config.algorithm.name == ("pretrain" if name.startswith("pretrain") else "maml")
         assert config.algorithm.first_order is name.startswith("fomaml")
         assert config.train.meta_batch_size == (20 if "navigation" in name else 40)
         assert config.rl.horizon == (100 if "navigation" in name else 200)
@@ -75,6 +76,27 @@ def test_train_eval_and_plot_a_navigation_run(tmp_path, capsys):
     assert code == 0
     for figure in ("learning-curves", "metric-vs-steps", "trajectories"):
         assert (run / "plots" / f"{figure}.png").stat().st_size > 10_000, figure
+
+
+def test_the_pretrained_baseline_is_a_run_of_its_own_plotted_beside_maml(tmp_path, capsys):
+    runs = {}
+    for kind in ("maml", "pretrain"):
+        runs[kind] = tmp_path / kind
+        code, out, _ = cli(
+            capsys,
+            "train",
+            f"{kind}-trpo-navigation2d",
+            "--run-dir",
+            runs[kind],
+            "--no-progress",
+            "--set",
+            *TINY,
+        )
+        assert code == 0, out
+    maml, pretrained = (last_state(runs[k])["params"] for k in ("maml", "pretrain"))
+    assert any(not torch.equal(maml[k], pretrained[k]) for k in maml)
+    code, out, _ = cli(capsys, "plot", runs["maml"], runs["pretrain"], "--out", tmp_path / "both")
+    assert code == 0 and (tmp_path / "both" / "metric-vs-steps.png").is_file()
 
 
 def test_resume_gives_the_uninterrupted_run_bit_for_bit(tmp_path, monkeypatch):

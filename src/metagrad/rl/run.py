@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,7 +30,13 @@ from metagrad.rl.maml_trpo import MAMLTRPO
 from metagrad.rl.navigation import Navigation2D
 from metagrad.rl.policy import init_policy
 from metagrad.rl.sampling import Episodes
-from metagrad.rl.train import IterationMetrics, evaluate, train_maml
+from metagrad.rl.train import (
+    IterationMetrics,
+    TrainResult,
+    evaluate,
+    train_maml,
+    train_pretrained,
+)
 from metagrad.rl.trpo import TRPO
 from metagrad.runs import check_run_dir, init_run_dir
 from metagrad.tasks.seeding import task_generator
@@ -61,6 +68,45 @@ def make_algorithm(config: Config) -> MAMLTRPO:
     )
 
 
+def iteration_of(config: Config) -> Callable[[TaskEnvironment, Params, int], TrainResult]:
+    """`iteration(env, θ, i)`: meta-iteration i of the run's algorithm from θ. `maml`: MAML-TRPO;
+    `pretrain`: the paper's pre-trained baseline, one policy trained by TRPO on the tasks of
+    each meta-batch jointly, without adaptation."""
+    settings, rl = config.train, config.rl
+    algorithm = make_algorithm(config)
+    if config.algorithm.name == "pretrain":
+
+        def iteration(env: TaskEnvironment, params: Params, index: int) -> TrainResult:
+            return train_pretrained(
+                env,
+                1,
+                settings.seed,
+                meta_batch=settings.meta_batch_size,
+                rollouts=rl.rollouts,
+                gamma=rl.gamma,
+                gae_lambda=rl.gae_lambda,
+                trpo=algorithm.trpo,
+                params=params,
+                start=index,
+            )
+
+        return iteration
+
+    def iteration(env: TaskEnvironment, params: Params, index: int) -> TrainResult:
+        return train_maml(
+            env,
+            1,
+            settings.seed,
+            meta_batch=settings.meta_batch_size,
+            rollouts=rl.rollouts,
+            algorithm=algorithm,
+            params=params,
+            start=index,
+        )
+
+    return iteration
+
+
 def initial_policy(config: Config, env: TaskEnvironment) -> Params:
     """The seeded initial policy (a Gaussian MLP of `model.hidden` widths)."""
     return init_policy(
@@ -86,7 +132,7 @@ def fit_rl(
     settings = config.train
     print(f"building the {config.task.dataset} environment and the policy", flush=True)
     env = make_environment(config)
-    algorithm = make_algorithm(config)
+    train_iteration = iteration_of(config)
     params = initial_policy(config, env)
     state = init_run_dir(run_dir, config, resume=resume, overwrite=overwrite, hold=hold)
     start, elapsed = 0, 0.0
@@ -120,16 +166,7 @@ def fit_rl(
     bar = tqdm(range(start, settings.iterations), desc=config.name, disable=not progress)
     with GracefulStop() as stop:
         for iteration in bar:
-            result = train_maml(
-                env,
-                1,
-                settings.seed,
-                meta_batch=settings.meta_batch_size,
-                rollouts=config.rl.rollouts,
-                algorithm=algorithm,
-                params=params,
-                start=iteration,
-            )
+            result = train_iteration(env, params, iteration)
             metrics = result.history[0]
             _check_finite(iteration, metrics, result.params)
             if best is None or metrics.post_return > best["value"]:
