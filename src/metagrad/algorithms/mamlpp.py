@@ -13,8 +13,8 @@ The paper's changes to MAML, and where each lives here:
   network's own), and not adapted by the inner loop.
 - CA, cosine annealing of the outer learning rate, is a training-loop setting
   (`train.outer_lr_decay: cosine`, `train.outer_lr_min`), not an algorithm one.
-- BNRS (per-step running statistics) is not implemented: metagrad's batch norm normalises with
-  the statistics of the task in hand (see docs/presets.md).
+- BNRS (per-step running statistics) is not implemented: running statistics are kept per layer
+  (`metagrad.execution.running`), not per inner step (see docs/presets.md).
 """
 
 from __future__ import annotations
