@@ -67,17 +67,15 @@ def adapted_metrics(
     objective = members[0].network.objective
     if len(members) == 1:
         score = _task_metrics(members[0], objective.metrics, steps, lr, batch_norm)
-        per_batch = [_map(members[0], score, batch, batch_norm) for batch in batches]
+        per_batch = [_map(members[0], score, batch) for batch in batches]
     else:
         combine = objective.ensemble or (lambda outputs: outputs.mean(0))
         per_task_and_step = torch.func.vmap(torch.func.vmap(objective.metrics))
+        tasks = [_task_metrics(m, _outputs, steps, lr, batch_norm) for m in members]
         per_batch = []
         for batch in batches:
             outputs = [
-                _map(m, _task_metrics(m, _outputs, steps, lr, batch_norm), batch, batch_norm)[
-                    "outputs"
-                ]
-                for m in members
+                _map(m, task, batch)["outputs"] for m, task in zip(members, tasks, strict=True)
             ]
             combined = combine(torch.stack(outputs))  # [tasks, steps + 1, n_query, ...]
             targets = batch.y_query[:, None].expand(-1, steps + 1, *batch.y_query.shape[1:])
@@ -90,15 +88,10 @@ def _outputs(outputs: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _map(
-    learner: MetaLearner, task: TaskOf, batch: TaskBatch, batch_norm: BatchNormMode
+    learner: MetaLearner, evaluated: tuple[Network, TaskOf], batch: TaskBatch
 ) -> dict[str, torch.Tensor]:
-    network = _evaluated(learner.network, batch_norm)
+    network, task = evaluated
     return map_tasks_no_grad(task, network, batch, strategy=learner.plan.evaluation)
-
-
-def _evaluated(network: Network, batch_norm: BatchNormMode) -> Network:
-    """The network as evaluation runs it."""
-    return network.with_running_statistics() if batch_norm == "running" else network
 
 
 def _task_metrics(
@@ -107,12 +100,16 @@ def _task_metrics(
     steps: int,
     lr: float | None,
     batch_norm: BatchNormMode,
-) -> TaskOf:
-    """One task's `score(query outputs, query targets)` after 0..`steps` test-time steps, for
-    the learner the execution plan runs it with."""
+) -> tuple[Network, TaskOf]:
+    """The network as evaluation runs it (with its running statistics, for `running`), and one
+    task's `score(query outputs, query targets)` after 0..`steps` test-time steps, for the
+    learner the execution plan runs it with."""
     meta = learner.meta.detached()
     algorithm = learner.algorithm
-    vectorisable = _evaluated(learner.network, batch_norm).task_learner()
+    evaluated = learner.network
+    if batch_norm == "running":
+        evaluated = evaluated.with_running_statistics()
+    vectorisable = evaluated.task_learner()
     inductive = batch_norm == "inductive"
 
     def predictor(network, x_support, y_support, x_query) -> Callable[[Params], torch.Tensor]:
@@ -139,7 +136,7 @@ def _task_metrics(
 
         return task
 
-    return task_of
+    return evaluated, task_of
 
 
 def protocol_metrics(

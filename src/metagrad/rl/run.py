@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from metagrad.interrupt import GracefulStop
 from metagrad.logging import RunLogger
 from metagrad.models.functional import Params
 from metagrad.rl.environment import TaskEnvironment, fixed_tasks
-from metagrad.rl.maml_trpo import MAMLTRPO
+from metagrad.rl.maml_trpo import MAMLTRPO, Evaluation
 from metagrad.rl.navigation import Navigation2D
 from metagrad.rl.policy import init_policy
 from metagrad.rl.sampling import Episodes
@@ -68,43 +69,26 @@ def make_algorithm(config: Config) -> MAMLTRPO:
     )
 
 
-def iteration_of(config: Config) -> Callable[[TaskEnvironment, Params, int], TrainResult]:
-    """`iteration(env, θ, i)`: meta-iteration i of the run's algorithm from θ. `maml`: MAML-TRPO;
-    `pretrain`: the paper's pre-trained baseline, one policy trained by TRPO on the tasks of
-    each meta-batch jointly, without adaptation."""
+def iteration_of(config: Config) -> Callable[..., TrainResult]:
+    """`iteration(env, params=θ, start=i)`: meta-iteration i of the run's algorithm from θ.
+    `maml`: MAML-TRPO; `pretrain`: the paper's pre-trained baseline, one policy trained by TRPO
+    on the tasks of each meta-batch jointly, without adaptation."""
     settings, rl = config.train, config.rl
+    common = {"meta_batch": settings.meta_batch_size, "rollouts": rl.rollouts}
     algorithm = make_algorithm(config)
     if config.algorithm.name == "pretrain":
-
-        def iteration(env: TaskEnvironment, params: Params, index: int) -> TrainResult:
-            return train_pretrained(
-                env,
-                1,
-                settings.seed,
-                meta_batch=settings.meta_batch_size,
-                rollouts=rl.rollouts,
-                gamma=rl.gamma,
-                gae_lambda=rl.gae_lambda,
-                trpo=algorithm.trpo,
-                params=params,
-                start=index,
-            )
-
-        return iteration
-
-    def iteration(env: TaskEnvironment, params: Params, index: int) -> TrainResult:
-        return train_maml(
-            env,
-            1,
-            settings.seed,
-            meta_batch=settings.meta_batch_size,
-            rollouts=rl.rollouts,
-            algorithm=algorithm,
-            params=params,
-            start=index,
+        return functools.partial(
+            train_pretrained,
+            iterations=1,
+            seed=settings.seed,
+            gamma=rl.gamma,
+            gae_lambda=rl.gae_lambda,
+            trpo=algorithm.trpo,
+            **common,
         )
-
-    return iteration
+    return functools.partial(
+        train_maml, iterations=1, seed=settings.seed, algorithm=algorithm, **common
+    )
 
 
 def initial_policy(config: Config, env: TaskEnvironment) -> Params:
@@ -166,7 +150,7 @@ def fit_rl(
     bar = tqdm(range(start, settings.iterations), desc=config.name, disable=not progress)
     with GracefulStop() as stop:
         for iteration in bar:
-            result = train_iteration(env, params, iteration)
+            result = train_iteration(env, params=params, start=iteration)
             metrics = result.history[0]
             _check_finite(iteration, metrics, result.params)
             if best is None or metrics.post_return > best["value"]:
@@ -231,26 +215,17 @@ def evaluate_policy(config: Config, params: Params, split: str = "test") -> dict
     initialised policy."""
     env = make_environment(config)
     tasks = fixed_tasks(env, config.train.seed, split, 0, config.eval.num_tasks)
-    lr_first = config.eval.inner_lr or config.algorithm.inner_lr
-    results = {}
-    for name, policy in (("return", params), ("random_init_return", initial_policy(config, env))):
-        evaluation = evaluate(
-            policy,
-            env,
-            tasks,
-            rollouts=config.rl.eval_rollouts,
-            steps=config.eval.inner_steps,
-            lr_first=lr_first,
-            lr_after=config.rl.eval_lr_after,
-            gamma=config.rl.gamma,
-            gae_lambda=config.rl.gae_lambda,
-            generator=task_generator(config.train.seed, split, 1),
+    results = {
+        name: _protocol(config, env, policy, tasks, split)
+        for name, policy in (
+            ("return", params),
+            ("random_init_return", initial_policy(config, env)),
         )
-        results[name] = evaluation
+    }
     return {
         "num_tasks": config.eval.num_tasks,
         "episodes": config.rl.eval_rollouts,
-        "inner_lr": [lr_first, config.rl.eval_lr_after],
+        "inner_lr": [_first_lr(config), config.rl.eval_lr_after],
         "inner_steps": config.eval.inner_steps,
         "mean": {k: e.returns.tolist() for k, e in results.items()},
         "ci95": {k: e.ci95.tolist() for k, e in results.items()},
@@ -264,20 +239,36 @@ def trajectories(config: Config, params: Params, num_tasks: int) -> tuple[torch.
     env = make_environment(config)
     tasks = fixed_tasks(env, config.train.seed, "test", 0, num_tasks)
     shown: list[torch.Tensor] = []
-    evaluate(
+    _protocol(config, env, params, tasks, "test", lambda e: shown.append(_positions(e)))
+    return tasks, shown
+
+
+def _protocol(
+    config: Config,
+    env: TaskEnvironment,
+    params: Params,
+    tasks: torch.Tensor,
+    split: str,
+    observe: Callable[[Episodes], object] | None = None,
+) -> Evaluation:
+    """`evaluate` with the run's test-time settings."""
+    return evaluate(
         params,
         env,
         tasks,
         rollouts=config.rl.eval_rollouts,
         steps=config.eval.inner_steps,
-        lr_first=config.eval.inner_lr or config.algorithm.inner_lr,
+        lr_first=_first_lr(config),
         lr_after=config.rl.eval_lr_after,
         gamma=config.rl.gamma,
         gae_lambda=config.rl.gae_lambda,
-        generator=task_generator(config.train.seed, "test", 1),
-        observe=lambda episodes: shown.append(_positions(episodes)),
+        generator=task_generator(config.train.seed, split, 1),
+        observe=observe,
     )
-    return tasks, shown
+
+
+def _first_lr(config: Config) -> float:
+    return config.eval.inner_lr or config.algorithm.inner_lr
 
 
 def _positions(episodes: Episodes) -> torch.Tensor:
