@@ -100,8 +100,8 @@ def build_tasks(
     images: Mapping[str, ClassImages] | None = None,
 ) -> TaskSource:
     """The task source of `config.task`, shaped for meta-training or, with `evaluation`, for
-    validation and test (`eval.k_shot` and `eval.n_query`). `images`: the classes of each split
-    given from Python, instead of `task.dataset`."""
+    validation and test (`eval.k_shot`, `eval.n_query` and `task.episodes`). `images`: the
+    classes of each split given from Python, instead of `task.dataset`."""
     task = config.task
     k_shot = (config.eval.k_shot or task.k_shot) if evaluation else task.k_shot
     n_query = config.eval.n_query if evaluation else task.n_query
@@ -120,7 +120,8 @@ def build_tasks(
         _check_eval_examples(config, splits, k_shot + n_query)
     n_way = (config.eval.n_way or task.n_way) if evaluation else task.n_way
     labels = algorithm_class(config).train_labels
-    return EpisodeSampler(splits, n_way, k_shot, n_query, config.train.seed, labels)
+    episodes = task.episodes if evaluation else "any"  # training tasks: all training classes
+    return EpisodeSampler(splits, n_way, k_shot, n_query, config.train.seed, labels, episodes)
 
 
 def _check_eval_examples(config: Config, images: Mapping[str, ClassImages], needed: int) -> None:

@@ -1,4 +1,4 @@
-"""The `metagrad` command: train | eval | plot | data | bench | config."""
+"""The `metagrad` command: train | eval | tasks | plot | sweep | report | data | bench | config."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="best",
         help="best | last | time-<seconds>s | a .pt file (default: best)",
     )
-    evaluate.add_argument("--split", default="test", choices=["test", "val"])
+    evaluate.add_argument(
+        "--split", choices=["test", "val"], help="default: test, or the split of --tasks"
+    )
     evaluate.add_argument(
         "--ensemble",
         type=_positive,
@@ -80,8 +83,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate the K best validation checkpoints together, their predicted "
         "probabilities averaged (the run must keep them: train.keep_best >= K)",
     )
+    evaluate.add_argument(
+        "--tasks",
+        type=Path,
+        metavar="FILE",
+        help="evaluate on the tasks of FILE (`metagrad tasks export`) instead of drawing "
+        "eval.num_tasks; a changed file or one of other tasks is refused",
+    )
     _add_overrides(evaluate, example="eval.num_tasks=1000 eval.inner_lr=0.02")
     evaluate.set_defaults(handler=_eval)
+
+    tasks = commands.add_parser(
+        "tasks", help="fixed evaluation tasks as a file, to evaluate runs or other code on"
+    )
+    tasks_commands = tasks.add_subparsers(required=True, metavar="action")
+    export = tasks_commands.add_parser(
+        "export",
+        help="write the tasks `metagrad eval` draws: class names and example indices of image "
+        "episodes, the tensors of other tasks, and their content hash",
+    )
+    export.add_argument("config", help="preset name, YAML file, or a run's config.yaml")
+    export.add_argument("--split", default="test", choices=["test", "val"])
+    export.add_argument(
+        "--num", type=_positive, help="tasks 0..NUM-1 of the split (default: eval.num_tasks)"
+    )
+    export.add_argument("-o", "--out", type=Path, required=True, help="file to write: tasks.pt")
+    export.add_argument("--data-root", help="dataset folder (sets task.data_root)")
+    _add_overrides(export, example="eval.k_shot=1 eval.n_query=15")
+    export.set_defaults(handler=_tasks_export)
 
     plot = commands.add_parser("plot", help="figures of one run, or of several side by side")
     plot.add_argument("runs", type=Path, nargs="+", help="run folders (the first is the main one)")
@@ -138,6 +167,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_overrides(bench)
     bench.set_defaults(handler=_bench)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="train and evaluate a grid of runs, skipping finished ones; summary.csv",
+        description="Train and evaluate every combination of the swept values, each run in a "
+        "folder named by the hash of its config: running the same sweep again skips finished "
+        "runs and resumes interrupted ones.",
+    )
+    sweep.add_argument("config", help="preset name (see `metagrad config list`) or YAML file")
+    sweep.add_argument(
+        "axes",
+        nargs="*",
+        metavar="KEY=V1,V2,...",
+        help="swept config fields, comma lists (brackets keep a list whole: "
+        "model.hidden=[32],[64]); a single value sets the field for every run",
+    )
+    sweep.add_argument(
+        "--spec",
+        type=Path,
+        help="a W&B sweep file (method grid or random, parameters.<key>.values, metric)",
+    )
+    sweep.add_argument(
+        "--count", type=_positive, help="runs of a random --spec sweep (else its run_cap)"
+    )
+    sweep.add_argument("--out", type=Path, help="sweep folder (default: sweeps/<config name>)")
+    sweep.add_argument(
+        "--jobs", type=_positive, default=1, help="runs at a time, each its own process"
+    )
+    sweep.add_argument(
+        "--max-memory",
+        help="memory budget of every run, e.g. 8GiB: the planner picks chunking and "
+        "checkpointing to fit; a run that cannot fit is recorded as skipped with its need",
+    )
+    sweep.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="also log each finished run to this W&B project, the sweep folder's name as the "
+        "group (the wandb extra; WANDB_MODE=offline works without a network)",
+    )
+    sweep.add_argument("--data-root", help="dataset folder (sets task.data_root)")
+    sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_overrides(sweep)
+    sweep.set_defaults(handler=_sweep)
+
+    report = commands.add_parser(
+        "report", help="a markdown report with figures comparing a sweep's runs, or given runs"
+    )
+    report.add_argument("runs", type=Path, nargs="+", help="a sweep folder, or run folders")
+    report.add_argument("--out", type=Path, help="output folder (default: <first>/report)")
+    report.set_defaults(handler=_report)
 
     config = commands.add_parser("config", help="list presets or show a resolved config")
     config_commands = config.add_subparsers(required=True, metavar="action")
@@ -220,9 +299,24 @@ def _eval(args: argparse.Namespace) -> int:
         split=args.split,
         overrides=args.overrides,
         ensemble=args.ensemble,
+        tasks=args.tasks,
     )
     print(format_summary(result))
     print(f"saved {result['saved_to']}")
+    return 0
+
+
+def _tasks_export(args: argparse.Namespace) -> int:
+    from metagrad.config import load_config
+    from metagrad.tasks.frozen import export_tasks
+
+    overrides = list(args.overrides)
+    if args.data_root is not None:
+        overrides.append(f"task.data_root={args.data_root}")
+    config = load_config(args.config, overrides)
+    tasks = export_tasks(config, args.split, args.num or config.eval.num_tasks, args.out)
+    print(f"wrote {args.out}: {tasks.describe()}")
+    print(f"sha256 {tasks.sha256}")
     return 0
 
 
@@ -286,6 +380,53 @@ def _bench(args: argparse.Namespace) -> int:
                 print(format_table(title, about, rows) + "\n", flush=True)
                 for row in rows if out else ():
                     print(json.dumps({**row, "allocator": args.allocator}), file=out, flush=True)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from metagrad.config import load_config
+    from metagrad.sweeps.folder import SweepFolder
+    from metagrad.sweeps.runner import run_sweep
+    from metagrad.sweeps.spec import grid_sweep, spec_sweep, split_values
+
+    common = list(args.overrides)
+    if args.data_root is not None:
+        common.append(f"task.data_root={args.data_root}")
+    swept = []
+    for axis in args.axes:
+        key, _, text = axis.partition("=")
+        single = "=" in axis and len(split_values(text, key)) == 1
+        (common if single else swept).append(axis)
+    if args.spec is not None:
+        if swept:
+            raise ConfigError("give the swept values either as KEY=V1,V2 or in --spec, not both")
+        sweep = spec_sweep(args.config, args.spec, common, args.count)
+    else:
+        if not swept:
+            raise ConfigError(
+                "nothing to sweep: give KEY=V1,V2,... (e.g. task.n_way=2,3,5) or --spec FILE"
+            )
+        sweep = grid_sweep(args.config, swept, common)
+    out = args.out or Path("sweeps") / load_config(args.config, common).name
+    rows = run_sweep(
+        sweep,
+        SweepFolder(out),
+        jobs=args.jobs,
+        max_memory=args.max_memory,
+        progress=not args.no_progress,
+        wandb_project=args.wandb,
+    )
+    counts = Counter(row["status"] for row in rows)
+    print(f"sweep folder {out}: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    print(f"summary: {out / 'summary.csv'}; compare with `metagrad report {out}`")
+    return 0 if set(counts) <= {"finished", "skipped"} else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from metagrad.report import write_report
+
+    path = write_report(args.runs, args.out or args.runs[0] / "report")
+    print(f"wrote {path} and its figures")
     return 0
 
 

@@ -56,12 +56,20 @@ class TaskConfig:
     n_query: int = 5
     """Query examples per task (per class) in meta-training: what the outer loss sees."""
     class_split: str = "maml"
-    """Named class split of Omniglot: maml = 1100/100/423, vinyals = 1028/172/423. The
-    natural-image datasets have one standard split each and ignore it: mini-ImageNet 64/16/20
-    (Ravi & Larochelle), tiered-ImageNet 351/97/160, CIFAR-FS 64/16/20, FC100 60/20/20."""
+    """Named class split of Omniglot: maml = 1100/100/423, vinyals = 1028/172/423, lake =
+    964/0/659 (Lake et al. 2015: the background set for training, the evaluation set for test;
+    no validation classes, so train with train.val_tasks = 0). The natural-image datasets have
+    one standard split each and ignore it: mini-ImageNet 64/16/20 (Ravi & Larochelle),
+    tiered-ImageNet 351/97/160, CIFAR-FS 64/16/20, FC100 60/20/20."""
     rotations: tuple[str, ...] = ("train", "val", "test")
     """Splits whose classes get rotated copies (90°, 180°, 270°) as extra classes; Omniglot
     only (set [] for the natural-image datasets)."""
+    episodes: Literal["any", "within_alphabet"] = "any"
+    """How validation and test tasks are drawn: any = classes and examples at random from the
+    whole split; within_alphabet (Omniglot only) = Lake et al.'s one-shot tasks: every class of
+    a task from one alphabet (drawn per task among those with at least n_way classes), support
+    and query drawn by different people, the same K support and Q query drawers for every
+    class. Training tasks are always `any`: they draw on every training class."""
     image_size: int = 28
     data_root: str | None = None
     """Dataset folder; null = $METAGRAD_DATA, else ~/.cache/metagrad (folder: required)."""
@@ -172,6 +180,9 @@ class TrainConfig:
     val_every: int = 2_000
     """Evaluate on fixed validation tasks every this many steps; the best is kept."""
     val_tasks: int = 200
+    """Fixed validation tasks. 0 = no validation (a split without validation classes, such as
+    Omniglot's lake): every val_every steps the current parameters are saved as `best`, so the
+    best checkpoint is the last."""
     ckpt_every: int = 2_000
     time_budget: float | None = None
     """Stop after this many seconds of training (validation not counted); null = no limit."""
@@ -284,6 +295,17 @@ class Config:
         """A short hash of the whole configuration, stored with every checkpoint."""
         text = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"task": {"n_way": 5}}` → `{"task.n_way": 5}`: a config as its dotted keys."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _plain(value: Any) -> Any:
@@ -484,7 +506,6 @@ def validate(config: Config) -> None:
         "train.outer_lr": config.train.outer_lr,
         "train.log_every": config.train.log_every,
         "train.val_every": config.train.val_every,
-        "train.val_tasks": config.train.val_tasks,
         "train.ckpt_every": config.train.ckpt_every,
         "train.keep_checkpoints": config.train.keep_checkpoints,
         "train.keep_best": config.train.keep_best,
@@ -522,6 +543,7 @@ def validate(config: Config) -> None:
     for path, value in {
         "algorithm.inner_steps": config.algorithm.inner_steps,
         "eval.inner_steps": config.eval.inner_steps,
+        "train.val_tasks": config.train.val_tasks,
     }.items():
         if value < 0:
             raise ConfigError(f"{path} = {value!r} must be >= 0")
@@ -542,6 +564,18 @@ def validate(config: Config) -> None:
             f"task.rotations = {list(config.task.rotations)} but rotated copies as extra classes "
             f"are for Omniglot and image folders only; set task.rotations = [] for task.dataset = "
             f"{config.task.dataset}"
+        )
+    if config.task.episodes != "any" and config.task.dataset != "omniglot":
+        raise ConfigError(
+            f"task.episodes = {config.task.episodes} draws each task from one alphabet, and only "
+            f"Omniglot's classes have alphabets; set task.episodes = any for task.dataset = "
+            f"{config.task.dataset}"
+        )
+    if config.train.val_tasks == 0 and config.train.keep_best > 1:
+        raise ConfigError(
+            f"train.keep_best = {config.train.keep_best} keeps the best validation checkpoints, "
+            "but train.val_tasks = 0 validates nothing; set train.keep_best = 1 (the last "
+            "checkpoint is kept as the best), or validate on train.val_tasks > 0 tasks"
         )
     if config.train.checkpoint_inner and config.train.strategy in ("vmap", "hybrid"):
         raise ConfigError(

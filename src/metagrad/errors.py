@@ -15,6 +15,15 @@ class ConfigError(MetagradError):
     exit_code = 2
 
 
+class MemoryBudgetError(ConfigError):
+    """A meta-step does not fit in `train.max_memory`; `needed` is the least it takes, in bytes
+    above what was in use before it."""
+
+    def __init__(self, message: str, needed: int):
+        super().__init__(message)
+        self.needed = needed
+
+
 class DatasetError(MetagradError):
     """A dataset is missing, incomplete, corrupt or too small for the request."""
 
@@ -36,9 +45,18 @@ class NonFiniteError(MetagradError):
 class Interrupted(MetagradError):
     """Training was stopped by a signal; the exit code is 128 + the signal number."""
 
-    def __init__(self, signum: int, saved: bool, step: int | None = None, run: str = "<run>"):
+    def __init__(
+        self,
+        signum: int,
+        saved: bool,
+        step: int | None = None,
+        run: str = "<run>",
+        message: str | None = None,
+    ):
         name = signal.Signals(signum).name
-        if saved:
+        if message is not None:
+            message = message.format(signal=name)
+        elif saved:
             message = (
                 f"stopped by {name} after outer step {step}; checkpoint saved. "
                 f"Continue with: metagrad train --resume {run}"

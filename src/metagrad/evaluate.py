@@ -28,6 +28,7 @@ from metagrad.models.functional import Params
 from metagrad.rl.run import evaluate_policy
 from metagrad.runs import check_writable, saved_config
 from metagrad.tasks.batch import TaskBatch
+from metagrad.tasks.frozen import draw_tasks, load_tasks
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ def format_summary(result: dict) -> str:
         f"inner lr {result['inner_lr']}, {result['n_query']} query per task"
         f"{' (per class)' if 'accuracy' in result['mean'] else ''}"
         + (f", batch norm: {result['batch_norm']}" if result["batch_norm"] else "")
+        + _task_set(result)
         + "; mean ± 95% CI",
         "step  " + "  ".join(f"{n:>21}" for n in names),
     ]
@@ -203,6 +205,14 @@ def format_summary(result: dict) -> str:
         ]
         rows.append(f"{step:>4}  " + "  ".join(cells))
     return "\n".join(rows)
+
+
+def _task_set(result: dict) -> str:
+    """`; task set 1a2b3c4d (from tasks.pt)`: which tasks, by the first digits of their hash."""
+    if not result.get("tasks_sha256"):
+        return ""
+    source = f" (from {result['tasks_file']})" if result.get("tasks_file") else ""
+    return f"; task set {result['tasks_sha256'][:8]}{source}"
 
 
 def _format_returns(result: dict) -> str:
@@ -229,13 +239,18 @@ def evaluate_run(
     run_dir: str | Path,
     *,
     checkpoint: str = "best",
-    split: str = "test",
+    split: str | None = None,
     overrides: Sequence[str] = (),
     images: Mapping[str, ClassImages] | None = None,
     ensemble: int = 1,
+    tasks: str | Path | None = None,
 ) -> dict:
-    """Evaluate a trained run on fixed tasks of `split`; writes the result to a new file
-    `<run>/eval-<split>-<checkpoint>-<K>shot-<S>steps[-<n>].json` (its path is `saved_to`).
+    """Evaluate a trained run on fixed tasks of `split` (default: test), tasks 0..
+    `eval.num_tasks`−1, or on the tasks of the file `tasks` (`metagrad tasks export`; its split
+    the default), refused unless intact and tasks of this run. Writes the result to a new file
+    `<run>/eval-<split>-<checkpoint>-<K>shot-<S>steps[-tasks<hash>][-<n>].json` (its path is
+    `saved_to`), with the content hash of the tasks (`tasks_sha256`, as `metagrad tasks export`
+    states it; `-tasks<hash>`: its first 8 digits, when read from a file).
     `images`: the classes the run was given from Python (see `fit`). `ensemble` > 1 evaluates
     the run's `ensemble` best validation checkpoints together instead of `checkpoint` (the run
     must have kept them: `train.keep_best`)."""
@@ -247,7 +262,19 @@ def evaluate_run(
             raise ConfigError(
                 "--ensemble is for supervised runs; a meta-RL run has one best policy"
             )
-        return _evaluate_policy_run(run_dir, config, checkpoint, split)
+        if tasks is not None:
+            raise ConfigError(
+                "--tasks is for supervised runs: a meta-RL run is evaluated on environments "
+                "its evaluation draws, not on a task file; leave --tasks out"
+            )
+        return _evaluate_policy_run(run_dir, config, checkpoint, split or "test")
+    task_file = load_tasks(tasks) if tasks is not None else None
+    if task_file is not None and split not in (None, task_file.split):
+        raise ConfigError(
+            f"task file {tasks} holds {task_file.split} tasks, but the {split} split was asked; "
+            "leave --split out to evaluate on the file's tasks"
+        )
+    split = task_file.split if task_file is not None else split or "test"
     device = resolve_device(config.train.device)
     if ensemble > 1:
         states = best_checkpoints(run_dir, config, ensemble, device)
@@ -256,12 +283,13 @@ def evaluate_run(
         states = [read_checkpoint(run_dir, checkpoint, device)]
     learners = [load_learner(config, state, device, images) for state in states]
     learner, state = learners[0], states[0]
-    batches = fixed_batches(
-        build_tasks(config, device, evaluation=True, images=images),
-        split,
-        config.eval.num_tasks,
-        config.eval.batch_size,
+    source = build_tasks(config, device, evaluation=True, images=images)
+    task_set = (
+        task_file
+        if task_file is not None
+        else draw_tasks(config, source, split, config.eval.num_tasks)
     )
+    batches = task_set.batches(config, source, config.eval.batch_size)
     metrics = protocol_metrics(config, learners, [b.to(device) for b in batches])
     result = {
         "run": config.name,
@@ -273,9 +301,13 @@ def evaluate_run(
         "k_shot": config.eval.k_shot or config.task.k_shot,
         "n_query": config.eval.n_query,
         "batch_norm": batch_norm_mode(learner.model, config.eval.batch_norm),
+        "tasks_sha256": task_set.sha256,
+        "tasks_file": None if tasks is None else str(tasks),
         **summarize(metrics).to_dict(),
     }
     stem = result_stem(*(result[k] for k in ("split", "checkpoint", "k_shot", "inner_steps")))
+    if task_file is not None:
+        stem += f"-tasks{task_set.sha256[:8]}"
     path = _write_new(run_dir, result, stem)
     return {**result, "saved_to": str(path)}
 

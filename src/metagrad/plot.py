@@ -107,7 +107,7 @@ def plot_learning_curves(runs: list[Path], path: Path) -> Path:
     labelled = [ax for ax in axes if ax.get_legend_handles_labels()[0]]
     if labelled:
         labelled[0].legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_metric_vs_steps(runs: list[Path], path: Path) -> Path:
@@ -134,7 +134,7 @@ def plot_metric_vs_steps(runs: list[Path], path: Path) -> Path:
     ax.set_title(f"test tasks ({result['num_tasks']}){shots}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sinusoid_fits(
@@ -159,7 +159,7 @@ def plot_sinusoid_fits(
             if row == 0:
                 ax.set_title(f"{run.name} (K={batch.x_support.shape[1]})")
     axes[0][0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _fits(run: Path, config, batch, x_grid: torch.Tensor, steps: int) -> torch.Tensor:
@@ -205,14 +205,14 @@ def plot_trajectories(run: Path, path: Path, num_tasks: int = 4) -> Path:
         ax.set_aspect("equal", adjustable="datalim")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def axis_label(metric: str) -> str:
     return {"accuracy": "accuracy (%)", "return": "average return"}.get(metric, metric)
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path

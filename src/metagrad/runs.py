@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore
-from metagrad.config import Config, config_from_dict, dump_yaml
+from metagrad.config import Config, config_from_dict, dump_yaml, flatten
 from metagrad.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.yaml"
@@ -191,7 +191,7 @@ def init_run_dir(
     try:
         if not is_run_folder(run_dir):
             _write_marker(run_dir)
-        _replace_text(run_dir / CONFIG_FILE, dump_yaml(config))
+        replace_text(run_dir / CONFIG_FILE, dump_yaml(config))
     except OSError as err:
         raise CheckpointError(
             f"cannot write in run folder {run_dir}: {err.strerror or err}; nothing was lost. "
@@ -200,7 +200,7 @@ def init_run_dir(
     return state
 
 
-def _replace_text(path: Path, text: str) -> None:
+def replace_text(path: Path, text: str) -> None:
     """Write a file whole or not at all: a full disk leaves the previous one."""
     temporary = path.with_name(f".{path.name}.tmp")
     try:
@@ -219,7 +219,7 @@ def _contents(run_dir: Path) -> list[Path]:
 
 def _write_marker(run_dir: Path) -> None:
     info = {"metagrad_run": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    _replace_text(run_dir / MARKER_FILE, json.dumps(info) + "\n")
+    replace_text(run_dir / MARKER_FILE, json.dumps(info) + "\n")
 
 
 def _clear_run(run_dir: Path) -> None:
@@ -280,8 +280,8 @@ class RunLock:
             holder = stream.read().strip() or "another process"
             folder = Path(stream.name).parent
             raise CheckpointError(
-                f"run folder {folder} is in use by {holder}; wait for it to finish or stop it, "
-                "or choose another --run-dir"
+                f"{folder} is in use by {holder}; wait for it to finish or stop it, or choose "
+                "another folder"
             ) from None
 
     def __exit__(self, *exc: object) -> None:
@@ -306,7 +306,7 @@ def saved_config(run_dir: Path) -> Config:
 
 def check_resumable(saved: Config, new: Config, run_dir: Path) -> None:
     """Refuse to resume with a config that changes what is being learned (n_way, model, ...)."""
-    before, after = _flatten(saved.to_dict()), _flatten(new.to_dict())
+    before, after = flatten(saved.to_dict()), flatten(new.to_dict())
     changed = [
         key
         for key in sorted(before.keys() | after.keys())
@@ -319,13 +319,3 @@ def check_resumable(saved: Config, new: Config, run_dir: Path) -> None:
             f"{before.get(key)!r} ({len(changed)} such field(s): {', '.join(changed)}); resume "
             "with the run's own settings, or start a new run folder"
         )
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

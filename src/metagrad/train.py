@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from metagrad.build import build_learner, build_tasks, resolve_device
+from metagrad.build import TaskSource, build_learner, build_tasks, resolve_device
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from metagrad.config import Config, parse_size
 from metagrad.data.class_images import ClassImages
-from metagrad.errors import Interrupted, NonFiniteError
+from metagrad.errors import ConfigError, Interrupted, NonFiniteError
 from metagrad.evaluate import fixed_batches, protocol_metrics
 from metagrad.execution import MetaLearner, plan_memory
 from metagrad.execution.memory import format_size
@@ -26,6 +26,7 @@ from metagrad.models.functional import Params
 from metagrad.rl.run import fit_rl
 from metagrad.runs import check_run_dir, init_run_dir
 from metagrad.tasks.batch import TaskBatch
+from metagrad.tasks.sampler import EpisodeSampler
 
 
 def fit(
@@ -44,7 +45,8 @@ def fit(
     holds everything else. SIGINT/SIGTERM stop after the current step with a checkpoint.
     `images`: the classes of each split (train, val, test) from Python, e.g.
     `metagrad.data.splits_from_tensors(...)`, instead of `task.dataset`. The run folder is
-    locked against other processes until `fit` returns.
+    locked against other processes until `fit` returns. With `train.val_tasks = 0` nothing is
+    validated and every validation point saves the current parameters as `best`.
     """
     with contextlib.ExitStack() as hold:
         if config.is_rl:
@@ -68,14 +70,11 @@ def _fit(
     device = resolve_device(settings.device)
     say(f"loading the {config.task.dataset} tasks")
     tasks = build_tasks(config, device, images=images)
+    val_source = build_tasks(config, device, evaluation=True, images=images)
+    check_validation(config, val_source)
     val_batches = [
         batch.to(device)
-        for batch in fixed_batches(
-            build_tasks(config, device, evaluation=True, images=images),
-            "val",
-            settings.val_tasks,
-            config.eval.batch_size,
-        )
+        for batch in fixed_batches(val_source, "val", settings.val_tasks, config.eval.batch_size)
     ]
     say(f"building the {config.model.name} model and the {config.algorithm.name} algorithm")
     learner = build_learner(config, device, images)  # before the folder: a bad model makes none
@@ -192,6 +191,26 @@ def _fit(
     return run_dir
 
 
+def check_validation(config: Config, tasks: TaskSource) -> None:
+    """Refuse validation tasks from a split without validation classes (Omniglot's lake split),
+    before any training."""
+    if (
+        config.train.val_tasks
+        and isinstance(tasks, EpisodeSampler)
+        and not len(tasks.images["val"])
+    ):
+        where = (
+            f"task.class_split = {config.task.class_split}"
+            if config.task.dataset == "omniglot"
+            else f"task.dataset = {config.task.dataset}"
+        )
+        raise ConfigError(
+            f"train.val_tasks = {config.train.val_tasks} but {where} has no validation classes; "
+            "set train.val_tasks = 0 to train without validation (the last checkpoint is then "
+            "kept as the best), or choose a split with validation classes"
+        )
+
+
 def _execution_settings(config: dict) -> dict:
     """The fields that choose how a meta-step runs: a resume that changes them chooses anew."""
     train = config["train"]
@@ -249,12 +268,18 @@ def nonfinite(step: int, losses: torch.Tensor, grads: Params) -> str | None:
     )
 
 
-def improves(higher_is_better: bool, value: float, best: float) -> bool:
+def improves(higher_is_better: bool, value: float | None, best: float | None) -> bool:
+    """Whether `value` beats `best`; without validation (None) the newest is the best."""
+    if value is None or best is None:
+        return True
     return value > best if higher_is_better else value < best
 
 
-def validate(config, learner, batches, logger, step) -> float:
-    """Primary metric on the fixed validation tasks, adapted as at test time."""
+def validate(config, learner, batches, logger, step) -> float | None:
+    """Primary metric on the fixed validation tasks, adapted as at test time; None without
+    validation tasks (`train.val_tasks = 0`)."""
+    if not batches:
+        return None
     metrics = protocol_metrics(config, learner, batches)
     means = {name: values.mean(0) for name, values in metrics.items()}
     logged = {f"pre_{n}": m[0].item() for n, m in means.items()}

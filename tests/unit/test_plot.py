@@ -24,7 +24,7 @@ def fake_run(folder, preset, lines):
 @pytest.fixture
 def figures(monkeypatch):
     drawn = []
-    monkeypatch.setattr(plot, "_save", lambda fig, path: drawn.append(fig) or path)
+    monkeypatch.setattr(plot, "save_figure", lambda fig, path: drawn.append(fig) or path)
     return drawn
 
 

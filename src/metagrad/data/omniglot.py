@@ -15,6 +15,7 @@ import io
 import itertools
 import json
 import os
+import re
 import zipfile
 import zlib
 from collections import Counter
@@ -49,6 +50,8 @@ NUM_CLASSES = 1623
 NUM_DRAWINGS = 20
 SOURCE_SIZE = 105
 SPLIT_PARTS = ("train", "val", "test")
+_DRAWING_NAME = re.compile(r"[0-9]+_(?P<drawer>[0-9]{2})\.png")
+"""A drawing's file name: the character's image ID, then the drawer 01-20."""
 
 _CACHE_VERSION = 1
 _FIX = (
@@ -230,7 +233,22 @@ def _characters(source: _Source) -> list[_Character]:
                 f"{len(character.members)} drawings, expected {NUM_DRAWINGS}. The data is "
                 f"incomplete or was modified: {_REFETCH}."
             )
+        drawers = [_drawer(member) for member in character.members]
+        if drawers != list(range(1, NUM_DRAWINGS + 1)):
+            raise DatasetError(
+                f"The drawings of character {source.set_name}/{character.name} in {source.path} "
+                f"are not named <ID>_<DD>.png with one ID and drawers 01-{NUM_DRAWINGS} "
+                f"(found {', '.join(m.rsplit('/', 1)[1] for m in character.members[:3])}, ...): "
+                f"the files were renamed, and the drawer of each drawing is lost. To fix: "
+                f"{_REFETCH}."
+            )
     return characters
+
+
+def _drawer(member: str) -> int | None:
+    """The drawer ``DD`` of a drawing ``<ID>_<DD>.png``, or None for another name."""
+    match = _DRAWING_NAME.fullmatch(member.rsplit("/", 1)[1])
+    return int(match["drawer"]) if match else None
 
 
 def _index(sources: dict[str, _Source], expected_classes: int | None) -> list[_Character]:
@@ -356,8 +374,10 @@ def load_omniglot(
     """All Omniglot characters as ``ClassImages`` of shape ``[1623, 20, 1, S, S]`` (uint8).
 
     Classes come background set first, then evaluation set, alphabets and characters sorted;
-    drawings are sorted by file name; names are ``"Alphabet/characterNN"``. Pixels are stroke
-    255, background 0, resized from 105x105 with a LANCZOS filter.
+    drawings are sorted by file name, ``<ID>_<DD>.png`` with one ID per character, so that
+    example ``m`` of every character is the drawing of drawer ``m + 1`` (``DD``; the loader
+    checks it); names are ``"Alphabet/characterNN"``. Pixels are stroke 255, background 0,
+    resized from 105x105 with a LANCZOS filter.
 
     ``root`` is the folder holding ``images_background.zip`` and ``images_evaluation.zip`` (or
     the extracted ``images_background/`` and ``images_evaluation/``), or a folder whose
@@ -424,8 +444,10 @@ def omniglot_splits(name: str = "maml") -> dict[str, list[str]]:
     """The class names of the ``train``, ``val`` and ``test`` parts of a fixed split.
 
     ``"maml"``: the split of the MAML reference code (1100/100/423 characters);
-    ``"vinyals"``: the alphabet-level split of Vinyals et al. (1028/172/423 characters).
-    See ``splits/omniglot.json`` and ``metagrad.data.omniglot_splits_build`` for how they are made.
+    ``"vinyals"``: the alphabet-level split of Vinyals et al. (1028/172/423 characters);
+    ``"lake"``: the background and evaluation sets of Lake et al. (964/0/659 characters: no
+    validation classes). See ``splits/omniglot.json`` and ``metagrad.data.omniglot_splits_build``
+    for how they are made.
     """
     entry = _split_entry(name)
     return {part: list(entry[part]) for part in SPLIT_PARTS}

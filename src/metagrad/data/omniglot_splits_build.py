@@ -20,6 +20,12 @@ Prototypical Networks code (jakesnell/prototypical-networks, ``data/omniglot/spl
 and with torchmeta (``torchmeta/datasets/assets/omniglot``). Validation: 5 background alphabets
 (172 characters); test: 12 evaluation alphabets plus Gurmukhi characters 42-45 (423);
 training: everything else (1028).
+
+``lake``: the original benchmark of Lake, Salakhutdinov and Tenenbaum (2015): training = the 964
+characters of ``images_background`` (30 alphabets), test = the 659 characters of
+``images_evaluation`` (20 alphabets), no validation classes. Any validation set would have to be
+taken from one of the two sets and change its size, so a run on this split trains with
+``train.val_tasks: 0`` and keeps its last parameters as the best.
 """
 
 from __future__ import annotations
@@ -57,6 +63,32 @@ VINYALS_TEST_ALPHABETS = frozenset(
 )
 VINYALS_TEST_GURMUKHI_FROM = 42
 VINYALS_SIZES = {"train": 1028, "val": 172, "test": 423}
+LAKE_TEST_ALPHABETS = frozenset(
+    {
+        "Angelic",
+        "Atemayar_Qelisayer",
+        "Atlantean",
+        "Aurek-Besh",
+        "Avesta",
+        "Ge_ez",
+        "Glagolitic",
+        "Gurmukhi",
+        "Kannada",
+        "Keble",
+        "Malayalam",
+        "Manipuri",
+        "Mongolian",
+        "Old_Church_Slavonic_(Cyrillic)",
+        "Oriya",
+        "Sylheti",
+        "Syriac_(Serto)",
+        "Tengwar",
+        "Tibetan",
+        "ULOG",
+    }
+)
+"""The 20 alphabets of ``images_evaluation``."""
+LAKE_SIZES = {"train": 964, "val": 0, "test": 659}
 
 
 def maml_split(names: Sequence[str]) -> dict[str, list[str]]:
@@ -90,12 +122,20 @@ def vinyals_split(names: Sequence[str]) -> dict[str, list[str]]:
     return parts
 
 
+def lake_split(names: Sequence[str]) -> dict[str, list[str]]:
+    """The Lake et al. split of ``names``: background set for training, evaluation set for test."""
+    parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for name in names:
+        parts["test" if name.split("/")[0] in LAKE_TEST_ALPHABETS else "train"].append(name)
+    return parts
+
+
 def build_asset(names: Sequence[str]) -> dict[str, Any]:
     """The content of ``splits/omniglot.json`` for the 1623 class names in load order."""
     if len(names) != NUM_CLASSES or len(set(names)) != NUM_CLASSES:
         raise ValueError(f"expected {NUM_CLASSES} distinct class names, got {len(names)}")
-    maml, vinyals = maml_split(names), vinyals_split(names)
-    for split, sizes in ((maml, MAML_SIZES), (vinyals, VINYALS_SIZES)):
+    maml, vinyals, lake = maml_split(names), vinyals_split(names), lake_split(names)
+    for split, sizes in ((maml, MAML_SIZES), (vinyals, VINYALS_SIZES), (lake, LAKE_SIZES)):
         got = {part: len(members) for part, members in split.items()}
         if got != sizes:
             raise ValueError(f"split sizes {got} differ from {sizes}")
@@ -137,6 +177,24 @@ def build_asset(names: Sequence[str]) -> dict[str, Any]:
                     "and 270 degrees, each rotation a class of its own (with_rotations)."
                 ),
                 **vinyals,
+            },
+            "lake": {
+                "source": (
+                    "Lake, Salakhutdinov and Tenenbaum, 2015: the background set for learning, "
+                    "the evaluation set for one-shot classification"
+                ),
+                "rule": (
+                    "train = the 964 characters of images_background (30 alphabets); test = the "
+                    "659 characters of images_evaluation (alphabets "
+                    + ", ".join(sorted(LAKE_TEST_ALPHABETS))
+                    + "); no validation classes (train with train.val_tasks = 0)"
+                ),
+                "rotations": {"train": True, "val": False, "test": False},
+                "rotation_note": (
+                    "Lake et al. use no rotations. Rotated copies of the training characters as "
+                    "extra classes are data augmentation only; test characters are not rotated."
+                ),
+                **lake,
             },
         },
     }

@@ -15,7 +15,7 @@ import sys
 import time
 
 from metagrad.algorithms.base import Algorithm, MetaParameters
-from metagrad.errors import ConfigError
+from metagrad.errors import ConfigError, MemoryBudgetError
 from metagrad.execution.memory import format_size, memory_in_use, peak_memory
 from metagrad.execution.network import Network
 from metagrad.execution.plan import ExecutionPlan, meta_gradient, strategies_for
@@ -78,12 +78,13 @@ def plan_memory(
             break
     else:
         smallest = min(rejected, key=lambda c: c.memory)
-        raise ConfigError(
+        raise MemoryBudgetError(
             f"a meta-step of {batch.num_tasks} tasks needs at least "
             f"{format_size(smallest.memory)} above the {format_size(in_use)} in use "
             f"({smallest.describe()}), but train.max_memory leaves {format_size(available)}; "
             "raise train.max_memory, or lower task.n_query, algorithm.inner_steps or the image "
-            "size"
+            "size",
+            needed=smallest.memory,
         )
     timed = [dataclasses.replace(c, seconds=_seconds(step(c.plan))) for c in fitting]
     fastest = min(timed, key=lambda c: c.seconds)

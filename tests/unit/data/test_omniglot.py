@@ -466,7 +466,7 @@ def test_vinyals_split_is_alphabet_level() -> None:
 
 
 def test_unknown_split_lists_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="valid splits: maml, vinyals"):
+    with pytest.raises(ConfigError, match="valid splits: lake, maml, vinyals"):
         omniglot_splits("random")
     fake = ClassImages(torch.zeros(0, 1, 1, 1, 1, dtype=torch.uint8), ())
     with pytest.raises(ConfigError, match="valid parts: train, val, test"):
