@@ -13,6 +13,7 @@ from pathlib import Path
 from metagrad import __version__
 from metagrad.errors import CheckpointError, ConfigError, MetagradError
 from metagrad.execution.allocator import tune_allocator
+from metagrad.execution.distributed import world
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,7 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except MetagradError as err:
-        print(f"metagrad: error: {err}", file=sys.stderr)
+        if world().is_main or not err.shared:
+            print(f"metagrad: error: {err}", file=sys.stderr)
         return err.exit_code
 
 
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         help="time and memory of one meta-step: metagrad's strategies against learn2learn, "
-        "higher and torchopt",
+        "higher, torchopt and parallel-metalearn",
     )
     bench.add_argument(
         "settings", nargs="*", metavar="SETTING", help="benchmark settings (default: all; --list)"

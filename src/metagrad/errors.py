@@ -7,6 +7,8 @@ class MetagradError(Exception):
     """Base class: a message that says what was wrong and what to do."""
 
     exit_code = 1
+    shared = False
+    """Raised alike by every process of a multi-process run: only rank 0 says it."""
 
 
 class ConfigError(MetagradError):
@@ -40,6 +42,12 @@ class NonFiniteError(MetagradError):
     """A loss or gradient became NaN or infinite during training."""
 
     exit_code = 5
+
+
+class DistributedError(MetagradError):
+    """A process of a multi-process run failed, stopped answering or diverged."""
+
+    exit_code = 6
 
 
 class Interrupted(MetagradError):

@@ -20,7 +20,7 @@ from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore, load_checkpoint
 from metagrad.config import BatchNormMode, Config, load_config
 from metagrad.data.class_images import ClassImages
 from metagrad.errors import CheckpointError, ConfigError
-from metagrad.execution import MetaLearner
+from metagrad.execution import MetaLearner, distributed
 from metagrad.execution.network import Network, TaskLearner
 from metagrad.execution.strategies import TaskFn, TaskOf, map_tasks_no_grad
 from metagrad.models.batch_norm import TaskBatchNorm
@@ -143,14 +143,21 @@ def _task_metrics(
 def protocol_metrics(
     config: Config, learner: MetaLearner | Sequence[MetaLearner], batches: list[TaskBatch]
 ) -> dict[str, torch.Tensor]:
-    """`adapted_metrics` with the run's test-time protocol (`config.eval`): validation and test."""
-    return adapted_metrics(
-        learner,
-        batches,
-        steps=config.eval.inner_steps,
-        lr=config.eval.inner_lr,
-        batch_norm=config.eval.batch_norm,
-    )
+    """`adapted_metrics` with the run's test-time protocol (`config.eval`): validation and test.
+    Under `torchrun`, each process evaluates its contiguous share of `batches` and every process
+    gets the metrics of all tasks, in order: the same numbers as one process."""
+    world = distributed.world()
+    mine = batches[world.shard(len(batches))]
+    metrics = None
+    if mine:
+        metrics = adapted_metrics(
+            learner,
+            mine,
+            steps=config.eval.inner_steps,
+            lr=config.eval.inner_lr,
+            batch_norm=config.eval.batch_norm,
+        )
+    return world.concat(metrics)
 
 
 def fixed_batches(tasks, split: str, num_tasks: int, batch_size: int) -> list[TaskBatch]:
@@ -267,6 +274,10 @@ def evaluate_run(
                 "--tasks is for supervised runs: a meta-RL run is evaluated on environments "
                 "its evaluation draws, not on a task file; leave --tasks out"
             )
+        if distributed.launched():
+            raise ConfigError(
+                "a meta-RL run is evaluated in one process: use `metagrad eval`, not torchrun"
+            )
         return _evaluate_policy_run(run_dir, config, checkpoint, split or "test")
     task_file = load_tasks(tasks) if tasks is not None else None
     if task_file is not None and split not in (None, task_file.split):
@@ -275,7 +286,8 @@ def evaluate_run(
             "leave --split out to evaluate on the file's tasks"
         )
     split = task_file.split if task_file is not None else split or "test"
-    device = resolve_device(config.train.device)
+    device = distributed.local_device(resolve_device(config.train.device))
+    world = distributed.init_world(device)  # under torchrun, the tasks are shared out
     if ensemble > 1:
         states = best_checkpoints(run_dir, config, ensemble, device)
         checkpoint = f"ensemble{ensemble}"
@@ -308,7 +320,7 @@ def evaluate_run(
     stem = result_stem(*(result[k] for k in ("split", "checkpoint", "k_shot", "inner_steps")))
     if task_file is not None:
         stem += f"-tasks{task_set.sha256[:8]}"
-    path = _write_new(run_dir, result, stem)
+    path = world.on_main(lambda: _write_new(run_dir, result, stem))
     return {**result, "saved_to": str(path)}
 
 

@@ -19,13 +19,17 @@ class RunLogger:
     """`log(step, split, metrics)` appends one JSON line and the matching TensorBoard scalars.
 
     A full disk or a folder that stops being writable is a `CheckpointError`: the checkpoints
-    saved so far are intact and the run continues with `--resume`.
+    saved so far are intact and the run continues with `--resume`. A `silent` logger writes
+    nothing: the processes of a multi-process run other than rank 0 log through one.
     """
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None):
+    def __init__(self, run_dir: Path, resume_step: int | None = None, *, silent: bool = False):
         from torch.utils.tensorboard import SummaryWriter  # slow import: only for training
 
         self.path = run_dir / METRICS_FILE
+        self.silent = silent
+        if silent:
+            return
         with _saving(self.path):
             if resume_step is None:
                 self.path.unlink(missing_ok=True)
@@ -45,6 +49,8 @@ class RunLogger:
         os.replace(temporary, self.path)  # a kill meanwhile leaves the old file whole
 
     def log(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        if self.silent:
+            return
         with _saving(self.path):
             with self.path.open("a") as stream:
                 stream.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
@@ -52,6 +58,8 @@ class RunLogger:
                 self.writer.add_scalar(f"{split}/{name}", value, step)
 
     def close(self) -> None:
+        if self.silent:
+            return
         with _saving(self.path):
             self.writer.close()
 

@@ -19,6 +19,7 @@ from metagrad.data.class_images import ClassImages
 from metagrad.errors import ConfigError, Interrupted, NonFiniteError
 from metagrad.evaluate import fixed_batches, protocol_metrics
 from metagrad.execution import MetaLearner, plan_memory
+from metagrad.execution.distributed import init_world, launched, local_device
 from metagrad.execution.memory import format_size
 from metagrad.interrupt import GracefulStop
 from metagrad.logging import RunLogger
@@ -50,6 +51,10 @@ def fit(
     """
     with contextlib.ExitStack() as hold:
         if config.is_rl:
+            if launched():
+                raise ConfigError(
+                    "meta-RL runs in one process: start it with `metagrad train`, not torchrun"
+                )
             return fit_rl(
                 config, Path(run_dir), hold, resume=resume, overwrite=overwrite, progress=progress
             )
@@ -65,9 +70,16 @@ def _fit(
     progress: bool,
     images: Mapping[str, ClassImages] | None,
 ) -> Path:
-    check_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
     settings = config.train
-    device = resolve_device(settings.device)
+    device = local_device(resolve_device(settings.device))
+    world = init_world(device)  # one process, or one of several under torchrun
+
+    def check_folder() -> None:  # before any compute
+        check_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
+
+    world.on_main(check_folder)
+    world.check_meta_batch(settings.meta_batch_size)
+    progress = progress and world.is_main
     say(f"loading the {config.task.dataset} tasks")
     tasks = build_tasks(config, device, images=images)
     val_source = build_tasks(config, device, evaluation=True, images=images)
@@ -78,13 +90,16 @@ def _fit(
     ]
     say(f"building the {config.model.name} model and the {config.algorithm.name} algorithm")
     learner = build_learner(config, device, images)  # before the folder: a bad model makes none
-    state = init_run_dir(run_dir, config, resume=resume, overwrite=overwrite, hold=hold)
+    state = world.on_main(  # rank 0 holds the run folder and hands the checkpoint to all
+        lambda: init_run_dir(run_dir, config, resume=resume, overwrite=overwrite, hold=hold)
+    )
     resume = state is not None  # a run stopped before its first checkpoint starts afresh
     algorithm = learner.algorithm  # its schedules are set for each outer step (`at_step`)
     optimizer = outer_optimizer(config, learner.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
     store = CheckpointStore(run_dir / CHECKPOINT_DIR, keep=settings.keep_checkpoints)
-    store.remove_temporary()
+    if world.is_main:
+        store.remove_temporary()
 
     start, best, elapsed, skipped = 0, None, 0.0, 0
     top: list[dict] = []  # the keep_best best validations, best first
@@ -101,18 +116,19 @@ def _fit(
             state[k] for k in ("step", "best", "elapsed", "skipped", "window")
         )
         top = state.get("top", [])
+    world.broadcast(learner.parameters() + list(learner.model.buffers()))
     # the plan is measured on the algorithm as it runs at the end of the run: with a schedule
     # that starts first order (MAML++'s DA), the second-order steps decide speed and memory
     learner.algorithm = algorithm.at_step(settings.iterations - 1)
     if not same_execution:
-        first = tasks.sample("train", start, settings.meta_batch_size).to(device)
+        first = world.local(tasks.sample("train", start, settings.meta_batch_size)).to(device)
         if settings.max_memory is not None:
             say("choosing the execution within the memory budget")
             learner.plan = planned_execution(learner, first, config)
         else:
             learner.choose_plan(first)
     higher_is_better = learner.network.objective.higher_is_better
-    logger = RunLogger(run_dir, resume_step=start if resume else None)
+    logger = RunLogger(run_dir, resume_step=start if resume else None, silent=not world.is_main)
     snapshots = [s for s in sorted(settings.snapshot_seconds) if s > elapsed]
 
     def checkpoint(kind: str, step: int, prune: bool = True) -> None:
@@ -129,7 +145,9 @@ def _fit(
             "config": config.to_dict(),
             "fingerprint": config.fingerprint(),
         }
-        store.save(kind, step, state, prune=prune)
+        if world.is_main:
+            store.save(kind, step, state, prune=prune)
+        world.barrier()  # no process reads a checkpoint (to evaluate) before it is whole
 
     checkpoint("step", start)  # a resume too: it may continue from a best or time checkpoint
     budget = f", time budget {settings.time_budget:g} s" if settings.time_budget else ""
@@ -154,7 +172,8 @@ def _fit(
                 for name, values in metrics.items():
                     window.setdefault(name, []).append(values.mean().item())
             scheduler.step()
-            elapsed += time.perf_counter() - tick
+            # every process takes the same decisions: by the slowest clock, on any one's signal
+            (elapsed,) = world.agree(elapsed + time.perf_counter() - tick)
 
             done = step + 1
             final = done == settings.iterations or elapsed >= (settings.time_budget or math.inf)
@@ -166,6 +185,7 @@ def _fit(
                     shown = ", ".join(f"{k} {v:.4g}" for k, v in means.items())
                     say(f"step {done}/{settings.iterations} ({elapsed:.0f} s): {shown}")
                 window.clear()
+                world.check_same(learner.parameters(), done)
             while snapshots and elapsed >= snapshots[0]:
                 checkpoint(f"time-{snapshots.pop(0):g}s", done)
             if done % settings.val_every == 0 or final:
@@ -178,13 +198,17 @@ def _fit(
                     top = top[: settings.keep_best]
                     if any(entry["step"] == done for entry in top):
                         checkpoint("top", done, prune=False)
-                    for stale in set(store.steps("top")) - {entry["step"] for entry in top}:
-                        store.remove("top", stale)
-            if done % settings.ckpt_every == 0 or final or stop.requested:
+                    stale = set(store.steps("top")) - {entry["step"] for entry in top}
+                    for old in stale if world.is_main else ():
+                        store.remove("top", old)
+            (requested,) = world.agree(stop.requested or 0)
+            if done % settings.ckpt_every == 0 or final or requested:
                 checkpoint("step", done)
-            if stop.requested:
+            if requested:
                 logger.close()
-                raise Interrupted(stop.requested, saved=True, step=done, run=str(run_dir))
+                stopped = Interrupted(int(requested), saved=True, step=done, run=str(run_dir))
+                stopped.shared = True  # every process stops at this step
+                raise stopped
             if final:
                 break
     logger.close()

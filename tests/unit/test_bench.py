@@ -60,7 +60,27 @@ def test_learn2learn_computes_anil_and_metasgd_as_metagrad_does(algorithm):
     assert relative_error(grads, reference) < GRADIENT_TOLERANCE
 
 
-@pytest.mark.parametrize("peer", ["higher", "torchopt"])
+@pytest.mark.parametrize("peer", ["parallel-metalearn", "parallel-metalearn/sequential"])
+@pytest.mark.parametrize(
+    ("setting", "overrides"),
+    [
+        ("sinusoid", []),
+        ("omniglot-5w1s", ["algorithm.inner_steps=2", "train.chunk_size=2"]),
+    ],
+)
+def test_parallel_metalearn_computes_metagrads_meta_gradient(peer, setting, overrides):
+    """Both its backends on the MLP, and over several inner steps with vmap in chunks smaller
+    than the meta-batch."""
+    if not installed(peer):
+        pytest.skip(f"{peer} is not installed (benchmarks/install-peers.sh)")
+    config = setting_config(setting, [*SMALL, *overrides])
+    batch = synthetic_batch(config).to("cpu", torch.float64)
+    reference = metagrad_step(config, batch, "loop")[0]()
+    grads = peer_step(config, batch, peer)[0]()
+    assert relative_error(grads, reference) < GRADIENT_TOLERANCE
+
+
+@pytest.mark.parametrize("peer", ["higher", "torchopt", "parallel-metalearn"])
 def test_peers_without_an_algorithm_say_so(peer):
     config = setting_config("omniglot-5w1s", [*SMALL, "algorithm.name=anil"])
     batch = synthetic_batch(config)

@@ -8,6 +8,7 @@ initialisation), so every peer's meta-gradient can be checked against metagrad's
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import importlib.util
 import sys
@@ -21,15 +22,22 @@ from torch import nn
 from metagrad.algorithms.base import split_head
 from metagrad.config import Config
 from metagrad.errors import ConfigError
+from metagrad.models.batch_norm import TaskBatchNorm
 from metagrad.tasks.batch import TaskBatch
 
 Step = Callable[[], list[torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+MODULES = {"parallel-metalearn": "metalearn", "parallel-metalearn/sequential": "metalearn"}
+"""The package each peer imports as, where it is not the peer's name (the parallel-metalearn
+distribution installs `metalearn`)."""
+
+
 def installed(peer: str) -> bool:
     """Whether the library behind `peer` can be imported (it may already be, bare)."""
-    return peer in sys.modules or importlib.util.find_spec(peer) is not None
+    module = MODULES.get(peer, peer)
+    return module in sys.modules or importlib.util.find_spec(module) is not None
 
 
 def _grads(model: nn.Module) -> list[torch.Tensor]:
@@ -208,8 +216,109 @@ def torchopt_step(model: nn.Module, config: Config, batch: TaskBatch, loss_fn: L
     return step
 
 
+def parallel_metalearn_step(
+    model: nn.Module, config: Config, batch: TaskBatch, loss_fn: LossFn, backend: str = "vmap"
+) -> Step:
+    """parallel-metalearn 0.5.6: its `MAML` around `MAML_Model(backbone, head)` with `InnerSGD`
+    at a fixed rate, one `MAML.step()` a meta-batch. Inner gradients come from `torch.func.grad`;
+    `backend="vmap"` maps the tasks with `vmap` in chunks of `train.chunk_size` (all tasks when
+    unset), one backward a chunk; `"sequential"` runs them one by one, one backward a task.
+    Batch norm is its `BatchNorm` (primitive ops, batch statistics, no running statistics, as
+    its Conv-4 builds it) in place of metagrad's, on the same affine parameters."""
+    _only_maml(config, "parallel-metalearn")
+    from metalearn.algorithms import MAML
+    from metalearn.inner_optimizers import InnerSGD
+    from metalearn.loss import BaseLoss
+    from metalearn.model_wrappers import MAML_Model
+
+    class Loss(BaseLoss):  # the harness's loss on the network's output; the metric unused
+        def forward(self, out_dict, targets, model_states=None, **kwargs):
+            loss = loss_fn(out_dict["logits"], targets)
+            return loss, loss.detach()
+
+    algorithm, dtype = config.algorithm, batch.x_support.dtype
+    wrapped = MAML_Model(
+        backbone=_WithoutContext(_metalearn_batch_norm(model)), head=_WithoutContext(nn.Identity())
+    )
+    inner = InnerSGD(
+        wrapped.get_fast_weights(),
+        first_order=algorithm.first_order,
+        inner_lr=algorithm.inner_lr,
+        learn_lr=False,
+    ).to(batch.x_support.device, dtype)
+    with torch.no_grad():  # the rate is made in the default dtype: make it as exact as the model
+        for rate in inner.parameters():
+            rate.fill_(algorithm.inner_lr)
+    learner = MAML(
+        model=wrapped,
+        optimizer=_KeepGradients(model.parameters()),
+        inner_optimizer=inner,
+        support_loss_fn=Loss(),
+        inner_steps=algorithm.inner_steps,
+        chunk_size=config.train.chunk_size or batch.num_tasks,
+        device=batch.x_support.device,
+        backend=backend,
+    )
+    tensors = batch.tensors()
+
+    def step() -> list[torch.Tensor]:
+        learner.step(iter([tensors]), training=True)
+        return _grads(model)
+
+    return step
+
+
+class _WithoutContext(nn.Module):
+    """`module(x)`, dropping the context (`training`, `num_step`) `MAML_Model` passes on."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor, **context: object) -> torch.Tensor:
+        return self.module(x)
+
+
+class _KeepGradients(torch.optim.Optimizer):
+    """The outer optimizer `MAML.step()` zeroes and steps: a step that leaves the parameters,
+    and the meta-gradient in `.grad`, as they are."""
+
+    def __init__(self, params):
+        super().__init__(params, {})
+
+    def step(self, closure=None):
+        return None
+
+
+def _metalearn_batch_norm(model: nn.Module) -> nn.Module:
+    """`model`'s layers (shared, not copied) with parallel-metalearn's `BatchNorm` in place of
+    each `TaskBatchNorm`, on the same affine parameters and eps."""
+    layers = [name for name, m in model.named_modules() if isinstance(m, TaskBatchNorm)]
+    if not layers:
+        return model
+    from metalearn.nn_models.basic_layers import BatchNorm
+
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    variant = copy.deepcopy(model, memo=shared)
+    for name in layers:
+        layer = model.get_submodule(name)
+        affine = layer.weight is not None
+        norm = BatchNorm(
+            layer.num_features, eps=layer.eps, affine=affine, track_running_stats=False
+        )
+        if affine:
+            norm.weight, norm.bias = layer.weight, layer.bias
+        parent, _, child = name.rpartition(".")
+        setattr(variant.get_submodule(parent), child, norm)
+    return variant
+
+
 PEERS: dict[str, Callable[[nn.Module, Config, TaskBatch, LossFn], Step]] = {
     "learn2learn": learn2learn_step,
     "higher": higher_step,
     "torchopt": torchopt_step,
+    "parallel-metalearn": parallel_metalearn_step,
+    "parallel-metalearn/sequential": functools.partial(
+        parallel_metalearn_step, backend="sequential"
+    ),
 }

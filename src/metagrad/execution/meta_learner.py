@@ -9,7 +9,7 @@ from torch import nn
 
 from metagrad.algorithms.base import Algorithm, MetaParameters, Metrics
 from metagrad.errors import CheckpointError
-from metagrad.execution import running
+from metagrad.execution import distributed, running
 from metagrad.execution.network import Network
 from metagrad.execution.plan import ExecutionPlan, Report, choose_plan, meta_gradient
 from metagrad.models.exact import exact_modules
@@ -76,9 +76,21 @@ class MetaLearner:
 
     def meta_gradient(self, batch: TaskBatch) -> tuple[MetaParameters, Metrics]:
         """The meta-gradient for one meta-batch and its per-task metrics. Like a training-mode
-        forward pass in PyTorch, it updates the batch-norm running statistics, if any."""
-        plan = self.choose_plan(batch)
-        grads, metrics = meta_gradient(self.algorithm, self.network, self.meta, batch, plan)
+        forward pass in PyTorch, it updates the batch-norm running statistics, if any.
+
+        Under `torchrun`, every process passes the same meta-batch and computes the part of it
+        that is its own (`metagrad.execution.distributed`); each gets the whole meta-gradient
+        and every task's metrics."""
+        world = distributed.world()
+        local = world.local(batch)
+        plan = self.choose_plan(local)
+        grads, metrics = meta_gradient(self.algorithm, self.network, self.meta, local, plan)
+        if world.size > 1:
+            combined, metrics = world.combine(
+                list(grads.named().values()), metrics, batch.num_tasks
+            )
+            flat = iter(combined)
+            grads = MetaParameters(*({k: next(flat) for k in part} for part in grads))
         metrics, statistics = running.split(metrics)
         if statistics:
             self.network.update_running_statistics(statistics)

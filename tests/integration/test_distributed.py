@@ -1,0 +1,229 @@
+"""Several processes under `torchrun` (gloo, CPU) train the same run as one process.
+
+Each test starts real process groups with `python -m torch.distributed.run`, as a user would.
+Tolerance for world-size invariance: float32 parameters after 20 Adam steps agree to
+rtol 1e-4, atol 1e-5 (the order of summation of the meta-gradient differs, nothing else).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore, load_checkpoint
+
+SETTINGS = [
+    "train.strategy=batched",
+    "train.val_every=10",
+    "train.val_tasks=20",
+    "train.log_every=5",
+    "train.ckpt_every=5",
+    "eval.num_tasks=50",
+    "eval.batch_size=10",
+    "eval.inner_steps=2",
+]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+KILLED_RANK_SECONDS = 60
+"""A killed rank ends the whole run within this time (measured: a few seconds)."""
+
+
+def command(nproc: int, *args: str) -> list[str]:
+    """`metagrad ARGS` in `nproc` processes (1: without torchrun)."""
+    if nproc == 1:
+        return [sys.executable, "-m", "metagrad", *args]
+    return [*TORCHRUN[:-1], f"--nproc-per-node={nproc}", "-m", "metagrad", *args]
+
+
+def metagrad(nproc: int, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        command(nproc, *args), capture_output=True, text=True, env=ENV, timeout=300
+    )
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def train_args(run_dir: Path, iterations: int, *, resume: bool = False, extra=()) -> list[str]:
+    run = str(run_dir)
+    where = ["--resume", run] if resume else ["maml-sinusoid-5shot", "--run-dir", run]
+    settings = [*SETTINGS, f"train.iterations={iterations}", *extra]
+    return ["train", *where, "--no-progress", "--set", *settings]
+
+
+def train(nproc: int, run_dir: Path, iterations: int, *, resume: bool = False):
+    return metagrad(nproc, *train_args(run_dir, iterations, resume=resume))
+
+
+def start_training(run_dir: Path, *extra: str) -> subprocess.Popen:
+    """Two processes training (practically) forever in the background."""
+    args = train_args(run_dir, 1_000_000, extra=extra)
+    return subprocess.Popen(
+        command(2, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+    )
+
+
+def model_of(run_dir: Path) -> dict[str, torch.Tensor]:
+    return CheckpointStore(run_dir / CHECKPOINT_DIR).load("last")["model"]
+
+
+def assert_same_model(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """20 steps in one process, in two, and 10 + 10 steps across the two world sizes."""
+    root = tmp_path_factory.mktemp("distributed")
+    train(1, root / "one", 20)
+    train(2, root / "two", 20)
+    train(2, root / "two-then-one", 10)
+    train(1, root / "two-then-one", 20, resume=True)
+    train(1, root / "one-then-two", 10)
+    train(2, root / "one-then-two", 20, resume=True)
+    return root
+
+
+def test_two_processes_train_the_same_parameters_as_one(runs):
+    one, two = model_of(runs / "one"), model_of(runs / "two")
+    assert_same_model(one, two)
+    oldest = CheckpointStore(runs / "one" / CHECKPOINT_DIR).paths("step")[-1]  # step 10
+    assert not torch.equal(one["0.weight"], load_checkpoint(oldest)["model"]["0.weight"])
+
+
+def test_a_run_resumes_on_another_number_of_processes(runs):
+    one = model_of(runs / "one")
+    assert_same_model(model_of(runs / "two-then-one"), one)
+    assert_same_model(model_of(runs / "one-then-two"), one)
+
+
+def test_two_processes_log_and_save_once(runs):
+    lines = [json.loads(line) for line in (runs / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if line["split"] == "train"] == [5, 10, 15, 20]
+    assert [line["step"] for line in lines if line["split"] == "val"] == [10, 20]
+    assert sorted(p.name for p in runs.glob("two/eval-*.json")) == [
+        "eval-test-best-5shot-2steps.json"
+    ]
+
+
+def test_sharded_evaluation_equals_one_process_exactly(runs):
+    one = metagrad(1, "eval", str(runs / "one"), "--checkpoint", "last")
+    two = metagrad(2, "eval", str(runs / "one"), "--checkpoint", "last")
+    saved = [
+        line.split()[-1]
+        for line in (one.stdout + two.stdout).splitlines()
+        if line.startswith("saved ")
+    ]
+    assert len(saved) == 2 and saved[0] != saved[1]
+    results = [json.loads(Path(path).read_text()) for path in saved]
+    assert results[0]["num_tasks"] == results[1]["num_tasks"] == 50
+    assert results[0]["mean"] == results[1]["mean"]
+    assert results[0]["ci95"] == results[1]["ci95"]
+
+
+def test_a_meta_batch_smaller_than_the_processes_is_refused(tmp_path):
+    done = metagrad(
+        2,
+        "train",
+        "maml-sinusoid-5shot",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--set",
+        "train.meta_batch_size=1",
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "train.meta_batch_size = 1 is smaller than the 2 processes" in done.stderr
+    assert done.stderr.count("metagrad: error:") == 1  # said once, by rank 0
+
+
+def _worker(launcher: int, rank: int) -> int:
+    """The pid of the worker process of `rank` that the torchrun process `launcher` started."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            environ = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        if parent == launcher and f"RANK={rank}".encode() in environ:
+            return int(stat.parent.name)
+    raise AssertionError(f"no rank {rank} under {launcher}")
+
+
+def _wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, kind: str) -> None:
+    """Until `process` has saved a checkpoint of `kind` after step 0."""
+    deadline = time.monotonic() + 120
+    while not any(CheckpointStore(run_dir / CHECKPOINT_DIR).steps(kind)):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+
+
+def test_a_killed_rank_ends_the_run_in_bounded_time_and_the_checkpoint_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start_training(run_dir)
+    _wait_for_checkpoint(run_dir, process, "step")
+    os.kill(_worker(process.pid, 1), signal.SIGKILL)
+    killed = time.monotonic()
+    _, stderr = process.communicate(timeout=KILLED_RANK_SECONDS)
+    assert time.monotonic() - killed < KILLED_RANK_SECONDS
+    assert process.returncode != 0
+    assert "local_rank: 1" in stderr and "Signal 9" in stderr  # torchrun names the dead rank
+    assert "metagrad: error: rank 0 lost contact with the other processes" in stderr
+    step = CheckpointStore(run_dir / CHECKPOINT_DIR).load("last")["step"]
+    train(1, run_dir, step + 5, resume=True)
+    assert CheckpointStore(run_dir / CHECKPOINT_DIR).load("last")["step"] == step + 5
+
+
+def test_sigterm_to_the_launcher_saves_once_and_exits(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start_training(run_dir, "train.ckpt_every=1000000")
+    _wait_for_checkpoint(run_dir, process, "best")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=KILLED_RANK_SECONDS)
+    assert process.returncode != 0
+    assert stderr.count("stopped by SIGTERM") == 1, stderr
+    store = CheckpointStore(run_dir / CHECKPOINT_DIR)
+    assert store.load("last")["step"] > 10
+
+
+DIVERGED = """
+import sys
+
+import torch
+
+from metagrad.errors import DistributedError
+from metagrad.execution.distributed import init_world
+
+world = init_world(torch.device("cpu"))
+params = [torch.ones(3, 4), torch.zeros(5)]
+world.check_same(params, step=7)  # the same everywhere: nothing to say
+if world.rank == 1:
+    params[0][1, 2] += 1e-6
+try:
+    world.check_same(params, step=8)
+except DistributedError as err:
+    print(f"rank {world.rank}: {err}", file=sys.stderr, flush=True)
+"""
+
+
+def test_a_diverged_rank_is_an_error_naming_it(tmp_path):
+    script = tmp_path / "diverged.py"
+    script.write_text(DIVERGED)
+    done = subprocess.run(
+        [*TORCHRUN, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    for rank in (0, 1):
+        said = f"rank {rank}: the parameters of rank 1 differ from rank 0's at outer step 8"
+        assert said in done.stderr
