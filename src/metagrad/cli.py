@@ -13,7 +13,7 @@ from pathlib import Path
 from metagrad import __version__
 from metagrad.errors import CheckpointError, ConfigError, MetagradError
 from metagrad.execution.allocator import tune_allocator
-from metagrad.execution.distributed import world
+from metagrad.execution.distributed import launched, world
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, help="sweep folder (default: sweeps/<config name>)")
     sweep.add_argument(
         "--jobs", type=_positive, default=1, help="runs at a time, each its own process"
+    )
+    sweep.add_argument(
+        "--nproc-per-node",
+        type=_positive,
+        default=1,
+        metavar="P",
+        help="run each cell as a torchrun group of P processes (one GPU each on GPUs)",
     )
     sweep.add_argument(
         "--max-memory",
@@ -391,6 +398,11 @@ def _sweep(args: argparse.Namespace) -> int:
     from metagrad.sweeps.runner import run_sweep
     from metagrad.sweeps.spec import grid_sweep, spec_sweep, split_values
 
+    if launched():
+        raise ConfigError(
+            "metagrad sweep runs in one process and starts its cells itself: run it without "
+            "torchrun (--nproc-per-node P runs each cell on P processes)"
+        )
     common = list(args.overrides)
     if args.data_root is not None:
         common.append(f"task.data_root={args.data_root}")
@@ -414,6 +426,7 @@ def _sweep(args: argparse.Namespace) -> int:
         sweep,
         SweepFolder(out),
         jobs=args.jobs,
+        nproc_per_node=args.nproc_per_node,
         max_memory=args.max_memory,
         progress=not args.no_progress,
         wandb_project=args.wandb,

@@ -194,6 +194,22 @@ def test_sigterm_to_the_launcher_saves_once_and_exits(tmp_path):
     assert store.load("last")["step"] > 10
 
 
+def test_a_sweep_runs_each_cell_as_a_torchrun_group(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "maml-sinusoid-5shot", "train.seed=0,1", "--nproc-per-node", "2"]
+    settings = [*SETTINGS, "train.iterations=20"]
+    done = metagrad(1, *args, "--out", str(out), "--no-progress", "--set", *settings)
+    assert "2 finished" in done.stdout
+    rows = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
+    assert [row["status"] for row in rows] == ["finished", "finished"]
+    for row in rows:  # rank 0 alone logged: one line per logging step
+        lines = (Path(row["run"]) / "metrics.jsonl").read_text().splitlines()
+        steps = [json.loads(line)["step"] for line in lines if '"train"' in line]
+        assert steps == sorted(set(steps)) and steps
+        log = (out / "logs" / f"{row['cell']}.log").read_text()
+        assert log.count("training from step 0 to 20") == 1  # rank 0 alone prints
+
+
 DIVERGED = """
 import sys
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
-from metagrad.build import objective_for
+from metagrad.build import objective_for, resolve_device
 from metagrad.config import flatten, load_config
 from metagrad.errors import Interrupted, MemoryBudgetError, MetagradError
 from metagrad.evaluate import evaluate_run
+from metagrad.execution.distributed import init_world, local_device
 from metagrad.execution.memory import peak_rss
 from metagrad.logging import METRICS_FILE, read_metrics
 from metagrad.runs import is_run_folder
@@ -30,6 +31,9 @@ def run_cell(folder: SweepFolder, cell: str, wandb_project: str | None = None) -
     """Train and evaluate `cell`, recording its outcome; returns the process exit code. With
     `wandb_project`, the finished run is also logged to W&B (`log_wandb`)."""
     config = load_config(folder.config(cell))
+    world = init_world(local_device(resolve_device(config.train.device)))
+    if not world.is_main:  # one of a torchrun group: rank 0 records the outcome
+        folder = _Unrecorded(folder)
     run_dir = folder.run(cell)
     primary = objective_for(config).primary
     record = {"primary": primary, "result": None, "needed_memory": None, "message": None}
@@ -61,14 +65,30 @@ def run_cell(folder: SweepFolder, cell: str, wandb_project: str | None = None) -
         return getattr(err, "exit_code", 128 + signal.SIGINT)
     except MetagradError as err:
         folder.record(cell, **(record | {"message": str(err)}), status="failed")
-        print(f"metagrad: error: {err}", file=sys.stderr)
+        if world.is_main or not err.shared:
+            print(f"metagrad: error: {err}", file=sys.stderr)
         return err.exit_code
     record["result"] = result["saved_to"]
     folder.record(cell, status="finished", **record, peak_memory=_peak())
+    if not world.is_main:
+        return 0
     _hparams(run_dir, config.to_dict(), result, primary)
     if wandb_project:
         log_wandb(wandb_project, folder.path.name, cell, run_dir, config.to_dict(), result)
     return 0
+
+
+class _Unrecorded:
+    """A sweep folder as processes other than rank 0 see it: read, never written."""
+
+    def __init__(self, folder: SweepFolder):
+        self.folder = folder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.folder, name)
+
+    def record(self, cell: str, **outcome: Any) -> None:
+        pass
 
 
 def _peak() -> int:

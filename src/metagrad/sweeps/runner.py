@@ -34,6 +34,7 @@ def run_sweep(
     folder: SweepFolder,
     *,
     jobs: int = 1,
+    nproc_per_node: int = 1,
     max_memory: str | None = None,
     progress: bool = True,
     wandb_project: str | None = None,
@@ -43,6 +44,7 @@ def run_sweep(
 
     `max_memory` is every cell's `train.max_memory`: the planner picks chunking and
     checkpointing to fit it, and a cell that cannot fit is recorded as skipped with its need.
+    `nproc_per_node` > 1 runs each cell as a `torchrun` group of that many processes.
     `wandb_project`: log each finished cell to W&B too (the `wandb` extra).
     """
     if wandb_project and importlib.util.find_spec("wandb") is None:
@@ -59,7 +61,19 @@ def run_sweep(
             f"already, {len(todo)} to run, {jobs} at a time"
         )
         extra = [wandb_project] if wandb_project else []
-        _run_cells(folder, todo, cells, jobs, progress, say, extra)
+        launcher = [sys.executable, "-m"]
+        if nproc_per_node > 1:  # a fresh rendezvous on a free port for each cell
+            launcher += ["torch.distributed.run", "--standalone"]
+            launcher += [f"--nproc-per-node={nproc_per_node}", "-m"]
+        env = dict(os.environ)
+        processes = jobs * nproc_per_node
+        if processes > 1 and "OMP_NUM_THREADS" not in env:  # share the cores, not oversubscribe
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+
+        def command(name: str) -> list[str]:
+            return [*launcher, "metagrad.sweeps.cell", str(folder.path), name, *extra]
+
+        _run_cells(folder, todo, cells, jobs, progress, say, env, command)
         return folder.write_summary()
 
 
@@ -86,11 +100,10 @@ def _run_cells(
     jobs: int,
     progress: bool,
     say: Callable[[str], None],
-    extra: list[str],
+    env: dict[str, str],
+    command: Callable[[str], list[str]],
 ) -> None:
-    env = dict(os.environ)
-    if jobs > 1 and "OMP_NUM_THREADS" not in env:  # share the cores instead of oversubscribing
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    """Run the cells `todo`, `jobs` at a time, each as `command(name)` with `env`."""
     queue, running = list(todo), {}
     bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress)
     write = bar.write if progress else say
@@ -99,7 +112,7 @@ def _run_cells(
             while queue and len(running) < jobs and not stop.requested:
                 name = queue.pop(0)
                 write(f"start {name}: {cells[name][0].describe()}")
-                running[name] = _start(folder, name, env, extra)
+                running[name] = _start(folder, name, env, command(name))
             if stop.requested:
                 for process in running.values():  # SIGINT: a cell stops with a checkpoint
                     process.send_signal(signal.SIGINT)  # wherever it is
@@ -123,11 +136,11 @@ def _run_cells(
 
 
 def _start(
-    folder: SweepFolder, name: str, env: dict[str, str], extra: list[str]
+    folder: SweepFolder, name: str, env: dict[str, str], command: list[str]
 ) -> subprocess.Popen:
     with folder.log(name).open("a") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "metagrad.sweeps.cell", str(folder.path), name, *extra],
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
