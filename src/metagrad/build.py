@@ -187,7 +187,9 @@ def build_learner(
     """The run's algorithm and seeded network on `device`, with the plan `config.train` asks
     for (still `auto` until a batch is measured); `images`: classes given from Python."""
     settings = config.train
-    plan = ExecutionPlan(settings.strategy, settings.chunk_size, settings.checkpoint_inner)
+    plan = ExecutionPlan(
+        settings.strategy, settings.chunk_size, settings.checkpoint_inner, settings.precision
+    )
     channels = images["train"].images.shape[2] if images is not None else None
     model = init_model(config, channels).to(device)
     algorithm = build_algorithm(config, **_data_shape(config, model, channels, images))

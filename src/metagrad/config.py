@@ -201,6 +201,10 @@ class TrainConfig:
     """Recompute each inner step during the backward pass instead of storing its activations:
     same meta-gradient, less memory, about one more inner loop of compute (loop and batched
     strategies)."""
+    precision: Literal["float32", "bf16"] = "float32"
+    """The forward passes of meta-training: float32, or bfloat16 under `torch.autocast` (faster
+    on GPUs with bfloat16 units; parameters, meta-gradients and the outer optimizer stay
+    float32, and validation and test run in float32)."""
     nonfinite: Literal["error", "skip"] = "error"
     """A NaN/Inf loss or gradient: stop with an error, or skip the step (see max_skips)."""
     max_skips: int = 10
@@ -632,6 +636,7 @@ NOT_FOR_RL = {
         "chunk_size",
         "max_memory",
         "checkpoint_inner",
+        "precision",
         "keep_best",
         "snapshot_seconds",
         "nonfinite",

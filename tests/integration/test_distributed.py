@@ -8,6 +8,7 @@ rtol 1e-4, atol 1e-5 (the order of summation of the meta-gradient differs, nothi
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,6 +104,24 @@ def test_a_run_resumes_on_another_number_of_processes(runs):
     one = model_of(runs / "one")
     assert_same_model(model_of(runs / "two-then-one"), one)
     assert_same_model(model_of(runs / "one-then-two"), one)
+
+
+def test_two_nodes_meeting_at_a_rendezvous_train_as_one_process(runs, tmp_path):
+    """The README's several-machines command, both "machines" on this one."""
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"]
+    node += ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=metagrad"]
+    args = ["-m", "metagrad", *train_args(tmp_path / "run", 20)]
+    nodes = [
+        subprocess.Popen([*node, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+        for _ in range(2)
+    ]
+    for process in nodes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr.decode()
+    assert_same_model(model_of(tmp_path / "run"), model_of(runs / "one"))
 
 
 def test_two_processes_log_and_save_once(runs):

@@ -165,7 +165,12 @@ def test_metrics_file_holds_the_logged_lines(tmp_path):
 def test_resume_keeps_the_execution_unless_its_settings_change(tmp_path):
     execution = ["train.strategy=batched", "train.chunk_size=5", "train.checkpoint_inner=true"]
     run = fit(short_config(*execution, iterations=20), tmp_path / "run", progress=False)
-    expected = {"strategy": "batched", "chunk_size": 5, "checkpoint_inner": True}
+    expected = {
+        "strategy": "batched",
+        "chunk_size": 5,
+        "checkpoint_inner": True,
+        "precision": "float32",
+    }
     assert last_state(run)["execution"] == expected
     fit(short_config(*execution, iterations=40), run, resume=True, progress=False)
     assert last_state(run)["execution"] == expected

@@ -72,7 +72,10 @@ def plan_memory(
         wanted = runnable if requested.strategy == "auto" else (requested.strategy,)
         fitting = []
         for strategy in (s for s in wanted if s in runnable):
-            candidate = _fit(step, ExecutionPlan(strategy, None, checkpoint), batch, available)
+            plan = dataclasses.replace(
+                requested, strategy=strategy, chunk_size=None, checkpoint_inner=checkpoint
+            )
+            candidate = _fit(step, plan, batch, available)
             (fitting if candidate.memory <= available else rejected).append(candidate)
         if fitting:
             break

@@ -1,4 +1,5 @@
-"""The execution plan of a run, chosen once: strategy, chunk size, inner-step checkpointing.
+"""The execution plan of a run, chosen once: strategy, chunk size, inner-step checkpointing
+(and the precision of the forward passes, which the run's config sets).
 
 `meta_gradient(algorithm, network, meta, batch, plan)` is the one entry point from the math to
 the machinery. `choose_plan` picks the plan at the start of a run by a short probe, and the run
@@ -11,7 +12,7 @@ import gc
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -38,26 +39,36 @@ SHORT = 0.05
 """Seconds under which one call is too short to time alone."""
 PROBE_ORDER = ("loop", "batched", "hybrid", "vmap")
 """The lightest first: if time runs out, what was measured is the safest choice."""
+PRECISIONS = ("float32", "bf16")
 
 
 @dataclass(frozen=True)
 class ExecutionPlan:
-    """How the tasks of a meta-batch are executed; every plan gives the same meta-gradient.
+    """How the tasks of a meta-batch are executed; every plan of the same precision gives the
+    same meta-gradient.
 
     `strategy`: vmap, loop, hybrid, batched (`metagrad.execution.strategies`), or auto (to be
     chosen by `choose_plan`). `chunk_size`: tasks at once (None: all). `checkpoint_inner`:
-    recompute each inner step in the backward pass instead of storing it.
+    recompute each inner step in the backward pass instead of storing it. `precision`:
+    float32, or bf16 for forward passes under `torch.autocast` (parameters, meta-gradient and
+    outer optimizer stay float32).
     """
 
     strategy: str = "auto"
     chunk_size: int | None = None
     checkpoint_inner: bool = False
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if self.strategy not in (*STRATEGIES, "auto"):
             raise ConfigError(
                 f"strategy = {self.strategy!r} is not an execution strategy; choose one of "
                 f"{', '.join(STRATEGIES)}, or auto"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision = {self.precision!r} is not a precision; choose one of "
+                f"{', '.join(PRECISIONS)}"
             )
         if self.checkpoint_inner and self.strategy not in (*UNVECTORISED, "auto"):
             raise ConfigError(
@@ -74,7 +85,8 @@ class ExecutionPlan:
     def describe(self) -> str:
         at_once = "all tasks" if self.chunk_size is None else f"{self.chunk_size} tasks"
         inner = ", inner steps recomputed" if self.checkpoint_inner else ""
-        return f"{self.strategy} ({at_once} at once{inner})"
+        bf16 = ", bf16 autocast" if self.precision == "bf16" else ""
+        return f"{self.strategy} ({at_once} at once{inner}{bf16})"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,9 +122,12 @@ def meta_gradient(
             f"Choose one of {', '.join(strategies_for(network, plan.checkpoint_inner))}, or auto"
         )
     parts = TaskParts(algorithm, meta, network, plan.checkpoint_inner)
-    grads, metrics = accumulate_gradient(
-        parts, batch, strategy=plan.strategy, chunk_size=plan.chunk_size
-    )
+    with torch.autocast(
+        batch.x_support.device.type, torch.bfloat16, enabled=plan.precision == "bf16"
+    ):
+        grads, metrics = accumulate_gradient(
+            parts, batch, strategy=plan.strategy, chunk_size=plan.chunk_size
+        )
     flat = iter(grads)
     shaped = MetaParameters(*({k: next(flat) for k in part} for part in meta))
     return shaped, metrics
@@ -148,7 +163,7 @@ def choose_plan(
     def measure(strategy: str) -> float:
         """The fastest of as many calls as fit in `SHORT` seconds (one at least, ten at most):
         a millisecond step is timed several times, a second-long one once."""
-        plan = ExecutionPlan(strategy, requested.chunk_size, requested.checkpoint_inner)
+        plan = replace(requested, strategy=strategy)
         calls: list[float] = []
         while not calls or (sum(calls) < SHORT and len(calls) < 10):
             tick = time.perf_counter()
@@ -187,7 +202,7 @@ def choose_plan(
     chosen = min(candidates, key=lambda s: best.get(s, first[s]))
     gc.collect()
     release_free_memory()
-    plan = ExecutionPlan(chosen, requested.chunk_size, requested.checkpoint_inner)
+    plan = replace(requested, strategy=chosen)
     report(f"execution plan: {plan.describe()} (chosen in {time.perf_counter() - start:.1f} s)")
     return plan
 
