@@ -109,6 +109,8 @@ def _fit(
         same_execution = _execution_settings(config.to_dict()) == _execution_settings(
             state["config"]
         )
+        # on another number of processes each has another share of tasks: plan it anew
+        same_execution = same_execution and state.get("processes", 1) == world.size
         learner.load_state_dict(state, plan=same_execution)  # a resumed run executes as before
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -144,6 +146,7 @@ def _fit(
             "window": window,
             "config": config.to_dict(),
             "fingerprint": config.fingerprint(),
+            "processes": world.size,
         }
         if world.is_main:
             store.save(kind, step, state, prune=prune)
