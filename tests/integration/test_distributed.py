@@ -14,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore, load_checkpoint
 
@@ -122,6 +124,56 @@ def test_two_nodes_meeting_at_a_rendezvous_train_as_one_process(runs, tmp_path):
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr.decode()
     assert_same_model(model_of(tmp_path / "run"), model_of(runs / "one"))
+
+
+USER_MODEL = """
+from torch import nn
+
+
+def make_net(num_classes, in_channels=1):
+    return nn.Sequential(  # no bias before batch norm: its gradient is rounding noise, which
+        nn.Conv2d(in_channels, 4, 3, padding=1, bias=False),  # Adam would blow up to lr steps
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 12 * 12, num_classes),
+    )
+"""
+
+
+def test_a_users_batch_norm_running_statistics_are_the_same_on_two_processes(tmp_path):
+    """The per-task batch statistics of every process are gathered in task order, so the
+    running statistics move exactly as in one process."""
+    (tmp_path / "user_net.py").write_text(USER_MODEL)
+    generator = np.random.default_rng(0)
+    for c in range(20):
+        folder = tmp_path / "images" / f"class-{c:02d}"
+        folder.mkdir(parents=True)
+        for i in range(4):
+            pixels = generator.integers(0, 256, (12, 12), dtype=np.uint8)
+            Image.fromarray(pixels, "L").save(folder / f"{i}.png")
+    settings = [
+        *("model.name=user_net:make_net", "task.dataset=folder", "task.rotations=[]"),
+        *(f"task.data_root={tmp_path / 'images'}", "task.image_size=12", "task.n_way=3"),
+        *("task.n_query=2", "train.meta_batch_size=5", "train.strategy=loop"),
+        *("train.iterations=6", "train.val_every=6", "train.val_tasks=3", "train.ckpt_every=3"),
+        *("eval.batch_norm=running", "eval.num_tasks=4", "eval.n_query=2"),
+    ]
+    env = {**ENV, "PYTHONPATH": str(tmp_path)}
+    for nproc in (1, 2):
+        args = ["train", "maml-omniglot-5w1s", "--run-dir", str(tmp_path / f"run{nproc}")]
+        done = subprocess.run(
+            command(nproc, *args, "--no-progress", "--set", *settings),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+    one, two = model_of(tmp_path / "run1"), model_of(tmp_path / "run2")
+    assert one["1.num_batches_tracked"] == two["1.num_batches_tracked"] == 6 * 5 * 2
+    assert not torch.equal(one["1.running_mean"], torch.zeros(4))
+    assert_same_model(one, two)
 
 
 def test_two_processes_log_and_save_once(runs):
