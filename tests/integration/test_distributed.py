@@ -34,7 +34,7 @@ SETTINGS = [
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 KILLED_RANK_SECONDS = 60
-"""A killed rank ends the whole run within this time (measured: a few seconds)."""
+"""A killed rank ends the whole run within this time (measured: 0.5 to 0.7 s)."""
 
 
 def command(nproc: int, *args: str) -> list[str]:
