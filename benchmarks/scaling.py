@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from metagrad.execution.distributed import exit_process
+
 
 def worker(setting: str, steps: int) -> None:
     """One process of the group: time meta-steps and the collectives; rank 0 prints JSON."""
@@ -65,7 +67,8 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.setting, args.steps)
+        worker(args.setting, args.steps)
+        exit_process(0)
     rows = []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     for procs in args.procs:

@@ -1,5 +1,4 @@
-import sys
-
 from metagrad.cli import main
+from metagrad.execution.distributed import exit_process
 
-sys.exit(main())
+exit_process(main())

@@ -287,7 +287,7 @@ import sys
 import torch
 
 from metagrad.errors import DistributedError
-from metagrad.execution.distributed import init_world
+from metagrad.execution.distributed import exit_process, init_world
 
 world = init_world(torch.device("cpu"))
 params = [torch.ones(3, 4), torch.zeros(5)]
@@ -298,6 +298,7 @@ try:
     world.check_same(params, step=8)
 except DistributedError as err:
     print(f"rank {world.rank}: {err}", file=sys.stderr, flush=True)
+exit_process(0)
 """
 
 

@@ -19,7 +19,7 @@ from metagrad.build import objective_for, resolve_device
 from metagrad.config import flatten, load_config
 from metagrad.errors import Interrupted, MemoryBudgetError, MetagradError
 from metagrad.evaluate import evaluate_run
-from metagrad.execution.distributed import init_world, local_device
+from metagrad.execution.distributed import exit_process, init_world, local_device
 from metagrad.execution.memory import peak_rss
 from metagrad.logging import METRICS_FILE, read_metrics
 from metagrad.runs import is_run_folder
@@ -142,4 +142,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())
