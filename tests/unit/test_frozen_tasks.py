@@ -154,7 +154,7 @@ def test_a_changed_file_is_refused_by_its_hash(image_run, tmp_path):
 
 def test_a_file_of_other_tasks_is_refused_naming_what_differs(image_run, sinusoid_run, tmp_path):
     def refused(run, given, file_images, *overrides, **kwargs):
-        path = tmp_path / "tasks.pt"
+        path = tmp_path / f"tasks-{len(list(tmp_path.iterdir()))}.pt"
         export_tasks(image_config(*overrides), "test", 5, path, images=file_images)
         with pytest.raises(ConfigError) as refusal:
             evaluate_run(run, images=given, tasks=path, **kwargs)
@@ -171,6 +171,18 @@ def test_a_file_of_other_tasks_is_refused_naming_what_differs(image_run, sinusoi
     assert "4 classes of task file" in message and "not classes of the run's test split" in message
     message = refused(image_run, images(), images(), split="val")
     assert "holds test tasks, but the val split was asked" in message
+
+
+def test_export_never_replaces_a_file_and_leaves_nothing_of_its_own(tmp_path, capsys):
+    path = tmp_path / "tasks.pt"
+    path.write_text("the user's own file")
+    code, _, err = cli(capsys, "tasks", "export", "maml-sinusoid-5shot", "--num", 2, "-o", path)
+    assert code == 2 and "already exists and is not replaced" in err
+    assert path.read_text() == "the user's own file"
+    fresh = tmp_path / "fresh.pt"
+    code, _, _ = cli(capsys, "tasks", "export", "maml-sinusoid-5shot", "--num", 2, "-o", fresh)
+    assert code == 0 and load_tasks(fresh).sha256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.pt", "tasks.pt"]  # no temporary
 
 
 def test_export_and_eval_from_the_command_line(sinusoid_run, tmp_path, capsys):

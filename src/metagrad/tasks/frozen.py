@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -245,6 +246,7 @@ def export_tasks(
         raise ConfigError(f"split {split!r} is not an evaluation split; use val or test")
     if num_tasks < 1:
         raise ConfigError(f"{num_tasks} tasks asked; export at least 1")
+    _refuse_existing(Path(path))
     tasks = draw_tasks(
         config, build_tasks(config, evaluation=True, images=images), split, num_tasks
     )
@@ -390,17 +392,33 @@ def _save(tasks: TaskSet, path: Path) -> None:
         "arrays": {name: tensor.contiguous() for name, tensor in tasks.arrays.items()},
         "metadata": tasks.metadata,
     }
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(content, temporary)
-        os.replace(temporary, path)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        temporary = Path(name)  # made here, so provably ours to remove
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(content, stream)
+        os.link(temporary, path)  # unlike a rename, never replaces a file that appeared meanwhile
+    except FileExistsError:
+        _refuse_existing(path)
     except OSError as err:
-        temporary.unlink(missing_ok=True)
         raise DatasetError(
             f"could not write task file {path}: {err.strerror or err}; choose a writable place "
             "with free space"
         ) from err
+    finally:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+
+
+def _refuse_existing(path: Path) -> None:
+    """A task file is written only where nothing is: an existing file is never replaced."""
+    if path.exists() or path.is_symlink():
+        raise ConfigError(
+            f"{path} already exists and is not replaced; give another -o, or move that file "
+            "away first"
+        )
 
 
 def _tasks(indices: EpisodeIndices, start: int, stop: int) -> EpisodeIndices:
