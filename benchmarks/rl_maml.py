@@ -9,6 +9,8 @@ series of short commands:
     python benchmarks/rl_maml.py --state runs/rl-nav.pt --budget 180   # repeat
     python benchmarks/rl_maml.py --state runs/rl-nav.pt --budget 0 --pretrain-budget 120
     python benchmarks/rl_maml.py --env halfcheetah-dir --state runs/rl-dir.pt --budget 600
+    python benchmarks/rl_maml.py --state runs/rl-nav-code.pt --normalized-actions \
+        --inner-lr 0.5 --eval-lr 0.5 0.25 --budget 330   # the original code's navigation run
 
 Each call then evaluates the best MAML policy seen so far (as the paper does), the random
 initialisation and, when trained, the pre-trained policy on 40 "test" tasks with 40 episodes
@@ -42,9 +44,9 @@ PAPER = {"navigation": (-40.41, -11.68, -3.33, -3.23)}
 META_BATCH = {"navigation": 20, "halfcheetah-dir": 40, "halfcheetah-vel": 40}
 
 
-def environment(name: str, horizon: int | None) -> TaskEnvironment:
+def environment(name: str, horizon: int | None, normalized: bool) -> TaskEnvironment:
     if name == "navigation":
-        return Navigation2D(horizon=horizon or 100)
+        return Navigation2D(horizon=horizon or 100, normalized_actions=normalized)
     from metagrad.rl import HalfCheetahTasks
 
     kind = {"halfcheetah-dir": "direction", "halfcheetah-vel": "velocity"}[name]
@@ -64,18 +66,40 @@ def main() -> None:
     parser.add_argument("--first-order", action="store_true")
     parser.add_argument("--eval-tasks", type=int, default=40)
     parser.add_argument("--eval-rollouts", type=int, default=40)
+    parser.add_argument("--inner-lr", type=float, default=0.1, help="α in training (paper 0.1)")
+    parser.add_argument(
+        "--eval-lr",
+        type=float,
+        nargs=2,
+        default=(0.1, 0.05),
+        metavar=("FIRST", "AFTER"),
+        help="test step sizes: the first step's and the later ones' (paper: 0.1, 0.05)",
+    )
+    parser.add_argument(
+        "--normalized-actions",
+        action="store_true",
+        help="navigation: actions in [-1, 1] scaled to ±0.1, as rllab's normalize",
+    )
     args = parser.parse_args()
 
-    env = environment(args.env, args.horizon)
+    env = environment(args.env, args.horizon, args.normalized_actions)
     meta_batch = args.meta_batch or META_BATCH[args.env]
-    state = {"env": args.env, "seed": args.seed}
+    setting = {
+        "env": args.env,
+        "normalized_actions": args.normalized_actions,
+        "inner_lr": args.inner_lr,
+    }
+    state = {**setting, "seed": args.seed}
     if args.state.exists():
         state = torch.load(args.state, weights_only=True)
-        if state.get("env", "navigation") != args.env:
-            parser.error(f"{args.state} holds a {state.get('env')} run, not {args.env}")
+        held = {"env": state.get("env", "navigation")}
+        held["normalized_actions"] = state.get("normalized_actions", False)
+        held["inner_lr"] = state.get("inner_lr", 0.1)
+        if held != setting:
+            parser.error(f"{args.state} holds a run of {held}, not {setting}")
     seed = state["seed"]
     if args.budget > 0:
-        algorithm = MAMLTRPO(first_order=args.first_order)
+        algorithm = MAMLTRPO(inner_lr=args.inner_lr, first_order=args.first_order)
 
         def log(m: IterationMetrics) -> None:
             print(
@@ -152,7 +176,8 @@ def main() -> None:
     tasks = fixed_tasks(env, seed, "test", 0, args.eval_tasks)
     print(
         f"\nreturn after k PG steps, {args.eval_tasks} test tasks, {args.eval_rollouts} episodes "
-        "per step, mean ± 95% CI over tasks"
+        f"per step, step sizes {args.eval_lr[0]:g} then {args.eval_lr[1]:g}, mean ± 95% CI over "
+        "tasks"
     )
     print(f"{'policy':<14}" + "".join(f"{f'k={k}':>18}" for k in range(4)))
     for name, params in policies.items():
@@ -163,6 +188,8 @@ def main() -> None:
             tasks,
             rollouts=args.eval_rollouts,
             steps=3,
+            lr_first=args.eval_lr[0],
+            lr_after=args.eval_lr[1],
             generator=task_generator(seed, "test", 1),
         )
         pairs = zip(result.returns.tolist(), result.ci95.tolist(), strict=True)

@@ -2,6 +2,7 @@
 GPUs), with the scaling efficiency and the time one step spends combining the meta-gradient.
 
     python benchmarks/scaling.py omniglot-5w1s --procs 1 2 [--threads 1] [--steps 10]
+    python benchmarks/scaling.py maml-trpo-navigation2d --procs 1 2 --steps 10   # meta-RL
 
 Each row is one `torchrun --standalone --nproc-per-node P` group running `--steps` timed
 meta-steps (after one untimed) of the same global meta-batch, split between the processes as
@@ -9,6 +10,10 @@ meta-steps (after one untimed) of the same global meta-batch, split between the 
 default is 1). Efficiency is tasks/s over P times the first row's tasks/s per process.
 `communication` is the time of the all-reduce of the flat meta-gradient and the gather of the
 metrics alone, measured the same way.
+
+A meta-RL preset times whole meta-iterations (rollouts of each process's tasks, then the TRPO or
+PPO step on them); its `communication` is the time spent in the all-reduces of the surrogate,
+KL, gradient and Fisher-vector products, waiting for the slower process included.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 
 import torch
 
+from metagrad.config import load_config, preset_names
 from metagrad.execution.distributed import exit_process
 
 
@@ -58,16 +64,57 @@ def worker(setting: str, steps: int) -> None:
         print(json.dumps({**row, "communication": communication, **info}))
 
 
+def rl_worker(preset: str, steps: int) -> None:
+    """One process of a meta-RL group: time meta-iterations; rank 0 prints JSON."""
+    from metagrad.config import load_config
+    from metagrad.execution import distributed
+    from metagrad.rl.run import initial_policy, iteration_of, make_environment
+
+    world = distributed.init_world(torch.device("cpu"))
+    config = load_config(preset)
+    env = make_environment(config)
+    iteration = iteration_of(config, world)
+    params, state = initial_policy(config, env), {}
+    spent = [0.0]
+    reduce = distributed._all_reduce_sum
+
+    def timed_reduce(tensor: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        out = reduce(tensor)
+        spent[0] += time.perf_counter() - start
+        return out
+
+    distributed._all_reduce_sum = timed_reduce
+    seconds, communication = [], []
+    for index in range(steps + 1):  # the first one untimed
+        world.barrier()
+        spent[0], start = 0.0, time.perf_counter()
+        result = iteration(env, params=params, start=index, **state)
+        params = result.params
+        state = {"outer_state": result.outer_state} if result.outer_state is not None else {}
+        if index:
+            seconds.append(time.perf_counter() - start)
+            communication.append(spent[0])
+    if world.is_main:
+        row = {"procs": world.size, "tasks": config.train.meta_batch_size}
+        row |= {"seconds": statistics.median(seconds)}
+        print(json.dumps({**row, "communication": statistics.median(communication)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("setting", help="a `metagrad bench` setting, e.g. omniglot-5w1s")
+    parser.add_argument(
+        "setting",
+        help="a `metagrad bench` setting, e.g. omniglot-5w1s, or a meta-RL preset",
+    )
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--threads", type=int, default=1, help="threads per process")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.setting, args.steps)
+        rl = args.setting in preset_names() and load_config(args.setting).is_rl
+        (rl_worker if rl else worker)(args.setting, args.steps)
         exit_process(0)
     rows = []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}

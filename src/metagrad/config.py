@@ -273,6 +273,23 @@ class RLConfig:
     eval.inner_lr, or algorithm.inner_lr, is the first step's."""
     vectorization: Literal["sync", "async"] = "sync"
     """HalfCheetah: episodes stepped in this process (sync) or in worker processes (async)."""
+    normalized_actions: bool = False
+    """2D navigation: the policy acts in [−1, 1]², scaled to ±0.1 (rllab's `normalize`, as the
+    original MAML code); false: the raw action is clipped to ±0.1 (pytorch-maml-rl)."""
+    outer: Literal["trpo", "ppo"] = "trpo"
+    """The outer step: TRPO (the MAML paper) or PPO-clip (ProMP, Rothfuss et al. 2019)."""
+    ppo_clip: float = 0.3
+    """PPO: the clipping range ε of the ratio (ProMP's 0.3)."""
+    ppo_epochs: int = 5
+    """PPO: Adam steps on the same episodes per meta-iteration (ProMP's 5)."""
+    ppo_lr: float = 1e-3
+    """PPO: Adam's learning rate (ProMP's 10⁻³)."""
+    inner_estimator: Literal["pg", "lvc"] = "pg"
+    """The inner loss: the policy gradient's −log π·A (the MAML paper) or ProMP's
+    low-variance-curvature −π/π_old·A (the same step, other second-order terms)."""
+    inner_kl_penalty: float = 0.0
+    """ProMP's η: the outer loss adds η · KL between the pre-update policies that sampled the
+    support episodes and those at the new θ (0: off; ProMP's 5·10⁻⁴)."""
 
 
 @dataclass(frozen=True)
@@ -690,6 +707,25 @@ def _validate_rl(config: Config) -> None:
             raise ConfigError(f"{path} = {value!r} must be between 0 and 1")
     if rl.damping < 0:
         raise ConfigError(f"rl.damping = {rl.damping!r} must be >= 0")
+    for path, value in {"rl.ppo_epochs": rl.ppo_epochs, "rl.ppo_lr": rl.ppo_lr}.items():
+        if not value > 0:
+            raise ConfigError(f"{path} = {value!r} must be > 0")
+    if not 0 < rl.ppo_clip < 1:
+        raise ConfigError(f"rl.ppo_clip = {rl.ppo_clip!r} must be between 0 and 1")
+    if rl.inner_kl_penalty < 0:
+        raise ConfigError(f"rl.inner_kl_penalty = {rl.inner_kl_penalty!r} must be >= 0")
+    if rl.normalized_actions and config.task.dataset != "navigation2d":
+        raise ConfigError(
+            f"rl.normalized_actions is for navigation2d; {config.task.dataset}'s actions are "
+            "already in [−1, 1]: remove it"
+        )
+    if config.algorithm.name == "pretrain" and (
+        rl.outer != "trpo" or rl.inner_estimator != "pg" or rl.inner_kl_penalty
+    ):
+        raise ConfigError(
+            "the pre-trained baseline (algorithm.name = pretrain) is trained by TRPO without an "
+            "inner loop; remove rl.outer, rl.inner_estimator and rl.inner_kl_penalty"
+        )
 
 
 def _validate_limits(config: Config) -> None:

@@ -274,10 +274,6 @@ def evaluate_run(
                 "--tasks is for supervised runs: a meta-RL run is evaluated on environments "
                 "its evaluation draws, not on a task file; leave --tasks out"
             )
-        if distributed.launched():
-            raise ConfigError(
-                "a meta-RL run is evaluated in one process: use `metagrad eval`, not torchrun"
-            )
         return _evaluate_policy_run(run_dir, config, checkpoint, split or "test")
     task_file = load_tasks(tasks) if tasks is not None else None
     if task_file is not None and split not in (None, task_file.split):
@@ -325,7 +321,9 @@ def evaluate_run(
 
 
 def _evaluate_policy_run(run_dir: Path, config: Config, checkpoint: str, split: str) -> dict:
-    """A meta-RL run: the return after each policy-gradient step (`metagrad.rl.run`)."""
+    """A meta-RL run: the return after each policy-gradient step (`metagrad.rl.run`); under
+    torchrun the test tasks are shared out (rollouts on CPUs)."""
+    world = distributed.init_world(torch.device("cpu"))
     state = read_checkpoint(run_dir, checkpoint)
     result = {
         "run": config.name,
@@ -336,7 +334,7 @@ def _evaluate_policy_run(run_dir: Path, config: Config, checkpoint: str, split: 
     }
     which = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(checkpoint).stem)
     stem = f"eval-{split}-{which}-{result['episodes']}episodes-{result['inner_steps']}steps"
-    path = _write_new(run_dir, result, stem)
+    path = world.on_main(lambda: _write_new(run_dir, result, stem))
     return {**result, "saved_to": str(path)}
 
 

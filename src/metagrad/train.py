@@ -19,7 +19,7 @@ from metagrad.data.class_images import ClassImages
 from metagrad.errors import ConfigError, Interrupted, NonFiniteError
 from metagrad.evaluate import fixed_batches, protocol_metrics
 from metagrad.execution import MetaLearner, plan_memory
-from metagrad.execution.distributed import init_world, launched, local_device
+from metagrad.execution.distributed import init_world, local_device
 from metagrad.execution.memory import format_size
 from metagrad.interrupt import GracefulStop
 from metagrad.logging import RunLogger
@@ -51,10 +51,6 @@ def fit(
     """
     with contextlib.ExitStack() as hold:
         if config.is_rl:
-            if launched():
-                raise ConfigError(
-                    "meta-RL runs in one process: start it with `metagrad train`, not torchrun"
-                )
             return fit_rl(
                 config, Path(run_dir), hold, resume=resume, overwrite=overwrite, progress=progress
             )

@@ -35,13 +35,18 @@ def last_state(run_dir):
 
 
 def test_every_rl_preset_loads_with_the_papers_settings():
-    names = [n for n in preset_names() if "-trpo-" in n]
-    assert len(names) == 9
+    names = [n for n in preset_names() if "-trpo-" in n or n.startswith("promp-")]
+    assert len(names) == 12
     for name in names:
         config = load_config(name)
         assert config.is_rl and config.algorithm.inner_lr == 0.1
         assert config.algorithm.name == ("pretrain" if name.startswith("pretrain") else "maml")
         assert config.algorithm.first_order is name.startswith("fomaml")
+        if name.startswith("promp-"):  # ProMP's run scripts
+            assert config.train.meta_batch_size == 40 and config.rl.horizon == 100
+            assert config.rl.outer == "ppo" and config.rl.inner_estimator == "lvc"
+            continue
+        assert config.rl.outer == "trpo" and config.rl.inner_estimator == "pg"
         assert config.train.meta_batch_size == (20 if "navigation" in name else 40)
         assert config.rl.horizon == (100 if "navigation" in name else 200)
 
@@ -99,11 +104,11 @@ def test_the_pretrained_baseline_is_a_run_of_its_own_plotted_beside_maml(tmp_pat
     assert code == 0 and (tmp_path / "both" / "metric-vs-steps.png").is_file()
 
 
-def test_resume_gives_the_uninterrupted_run_bit_for_bit(tmp_path, monkeypatch):
-    """A crash in the last of 4 iterations, after a checkpoint between two log lines."""
-    config = load_config(
-        "maml-trpo-navigation2d", [*TINY, "train.log_every=2", "train.ckpt_every=1"]
-    )
+@pytest.mark.parametrize("preset", ["maml-trpo-navigation2d", "promp-navigation2d"])
+def test_resume_gives_the_uninterrupted_run_bit_for_bit(tmp_path, monkeypatch, preset):
+    """A crash in the last of 4 iterations, after a checkpoint between two log lines (ProMP:
+    with its Adam moments carried over)."""
+    config = load_config(preset, [*TINY, "train.log_every=2", "train.ckpt_every=1"])
     whole = fit(config, tmp_path / "whole", progress=False)
     real = rl_run.train_maml
 
@@ -120,6 +125,7 @@ def test_resume_gives_the_uninterrupted_run_bit_for_bit(tmp_path, monkeypatch):
     split = fit(config, tmp_path / "split", resume=True, progress=False)
     a, b = last_state(whole), last_state(split)
     assert a["step"] == b["step"] == 4 and a["best"] == b["best"]
+    assert (a["outer_state"] is None) is (preset.startswith("maml"))
     for name in a["params"]:
         assert torch.equal(a["params"][name], b["params"][name]), name
     timings = ("env_steps_per_s", "seconds_per_iteration")
@@ -159,12 +165,22 @@ def test_a_halfcheetah_run_trains_and_evaluates(tmp_path, capsys):
         ("train.outer_lr=0.01", "train.outer_lr = 0.01 does not apply to reinforcement"),
         ("rl.gamma=1.5", "rl.gamma = 1.5 must be between 0 and 1"),
         ("rl.rollouts=0", "rl.rollouts = 0 must be > 0"),
+        ("rl.outer=sgd", "rl.outer = 'sgd' is not allowed"),
+        ("rl.ppo_clip=1.5", "rl.ppo_clip = 1.5 must be between 0 and 1"),
+        ("rl.inner_kl_penalty=-1", "rl.inner_kl_penalty = -1.0 must be >= 0"),
+        ("algorithm.name=pretrain rl.outer=ppo", "trained by TRPO without an inner loop"),
         ("task.dataset=navigation3d", "task.dataset = 'navigation3d' is not allowed"),
     ],
 )
 def test_bad_rl_settings_are_refused_before_any_folder(tmp_path, capsys, setting, message):
     code, _, err = cli(
-        capsys, "train", "maml-trpo-navigation2d", "--run-dir", tmp_path / "r", "--set", setting
+        capsys,
+        "train",
+        "maml-trpo-navigation2d",
+        "--run-dir",
+        tmp_path / "r",
+        "--set",
+        *setting.split(),
     )
     assert code == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "r").exists()

@@ -77,12 +77,19 @@ class World:
 
         One flat all-reduce sums the ranks' gradients, each weighted by its share of the tasks;
         one more gathers the metrics (each rank writes its rows into zeros: an exact sum)."""
-        own = len(range(total)[self.shard(total)])
-        flat = _all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]) * (own / total))
+        flat = self.mean(torch.cat([g.reshape(-1) for g in grads]), total)
         parts = flat.split([g.numel() for g in grads])
         return [p.view_as(g) for p, g in zip(parts, grads, strict=True)], self.gather_rows(
             metrics, total
         )
+
+    def mean(self, value: torch.Tensor, total: int) -> torch.Tensor:
+        """The mean over all `total` tasks of the meta-batch from `value`, this rank's mean over
+        its own tasks: the ranks' values summed, each weighted by its share of the tasks."""
+        if self.size == 1:
+            return value
+        own = len(range(total)[self.shard(total)])
+        return _all_reduce_sum(value * (own / total))
 
     def gather_rows(self, values: Metrics, total: int) -> Metrics:
         """Every rank's rows of `values`, concatenated in rank order (`total` rows in all)."""

@@ -1,4 +1,5 @@
-"""Meta-reinforcement learning: MAML with policy-gradient inner steps and a TRPO outer step.
+"""Meta-reinforcement learning: MAML with policy-gradient inner steps and a TRPO outer step, or
+ProMP's PPO-clip outer step and low-variance-curvature inner loss.
 
 `train_maml` meta-trains a Gaussian MLP policy on a task environment (Finn et al. 2017, §5.3):
 batched 2D navigation (`Navigation2D`), or HalfCheetah direction / velocity on Gymnasium and
@@ -9,9 +10,17 @@ the return after 0, 1, … policy-gradient steps on new tasks (`fixed_tasks`).
 from typing import Any
 
 from metagrad.rl.environment import TaskEnvironment, Transition, fixed_tasks
-from metagrad.rl.maml_trpo import MAMLTRPO, Evaluation, inner_adapt, pg_loss, surrogate
+from metagrad.rl.maml_trpo import (
+    MAMLTRPO,
+    Evaluation,
+    inner_adapt,
+    inner_path,
+    pg_loss,
+    surrogate,
+)
 from metagrad.rl.navigation import Navigation2D
 from metagrad.rl.policy import Gaussian, init_policy, kl_divergence, log_prob, policy
+from metagrad.rl.ppo import PPO, ppo_step
 from metagrad.rl.returns import (
     advantages,
     discounted_returns,
@@ -26,6 +35,7 @@ from metagrad.rl.trpo import TRPO, conjugate_gradient, line_search, trpo_step
 
 __all__ = [
     "MAMLTRPO",
+    "PPO",
     "TRPO",
     "Batch",
     "Episodes",
@@ -45,6 +55,7 @@ __all__ = [
     "gae",
     "init_policy",
     "inner_adapt",
+    "inner_path",
     "kl_divergence",
     "line_search",
     "linear_baseline",
@@ -52,6 +63,7 @@ __all__ = [
     "normalise",
     "pg_loss",
     "policy",
+    "ppo_step",
     "rollout",
     "surrogate",
     "to_batch",

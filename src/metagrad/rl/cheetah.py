@@ -166,13 +166,19 @@ class HalfCheetahTasks:
         return self._vector
 
     def simulate(
-        self, tasks: torch.Tensor, rollouts: int, generator: torch.Generator | None = None
+        self,
+        tasks: torch.Tensor,
+        rollouts: int,
+        generator: torch.Generator | None = None,
+        part: slice = slice(None),
     ) -> _VectorSimulation:
-        vector = self._vector_env(tasks.shape[0] * rollouts)
-        vector.set_attr("task", tasks[:, 0].repeat_interleave(rollouts).tolist())
-        seeds = torch.randint(2**31 - 1, (vector.num_envs,), generator=generator)
-        observations, _ = vector.reset(seed=seeds.tolist())
-        return _VectorSimulation(vector, tasks.shape[0], observations)
+        share = range(tasks.shape[0])[part]
+        vector = self._vector_env(len(share) * rollouts)
+        vector.set_attr("task", tasks[part, 0].repeat_interleave(rollouts).tolist())
+        seeds = torch.randint(2**31 - 1, (tasks.shape[0] * rollouts,), generator=generator)
+        episodes = seeds[share.start * rollouts : share.stop * rollouts]
+        observations, _ = vector.reset(seed=episodes.tolist())
+        return _VectorSimulation(vector, len(share), observations)
 
     def close(self) -> None:
         if self._vector is not None:

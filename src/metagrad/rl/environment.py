@@ -49,10 +49,15 @@ class TaskEnvironment(Protocol):
         ...
 
     def simulate(
-        self, tasks: torch.Tensor, rollouts: int, generator: torch.Generator | None
+        self,
+        tasks: torch.Tensor,
+        rollouts: int,
+        generator: torch.Generator | None,
+        part: slice = slice(None),
     ) -> Simulation:
-        """Start `rollouts` episodes of each task; initial-state noise from `generator` (None:
-        the global RNG)."""
+        """Start `rollouts` episodes of each task of `tasks[part]`; initial-state noise from
+        `generator` (None: the global RNG), each task's the noise it gets when all of `tasks`
+        are simulated (a process simulates its part of a meta-batch, the same episodes)."""
         ...
 
 

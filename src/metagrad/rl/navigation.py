@@ -10,7 +10,9 @@ reward is minus the Euclidean distance to the goal *after* the move. An episode 
 `horizon` steps, or earlier when both coordinates are within `goal_radius` of the goal (the
 paper's "within 0.01 of the goal"); the step that reaches the goal still earns its reward.
 The original code also wraps the environment in rllab's `normalize`, which rescales a policy
-output in [−1, 1] to ±0.1; here, as in pytorch-maml-rl, the raw action is clipped instead.
+output in [−1, 1] to ±0.1 (`normalized_actions=True`); by default, as in pytorch-maml-rl, the raw
+action is clipped instead. The scale matters: a policy whose σ starts at 1 explores with steps
+of σ = 0.1 in the normalised space, while its raw actions are nearly all clipped to ±0.1.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class Navigation2D:
     goal_radius: float | None = 0.01
     """An episode ends once |x − gx| and |y − gy| are both below it; None: never before the
     horizon."""
+    normalized_actions: bool = False
+    """The policy acts in [−1, 1]², scaled to ±`max_action` (rllab's `normalize`, as the
+    original MAML code); False: the raw action is clipped to ±`max_action`."""
 
     observation_size: int = 2
     action_size: int = 2
@@ -55,10 +60,14 @@ class Navigation2D:
         return (self.goal_low + (self.goal_high - self.goal_low) * unit).to(dtype)
 
     def simulate(
-        self, tasks: torch.Tensor, rollouts: int, generator: torch.Generator | None = None
+        self,
+        tasks: torch.Tensor,
+        rollouts: int,
+        generator: torch.Generator | None = None,
+        part: slice = slice(None),
     ) -> _Simulation:
         """Every episode starts at the origin (the generator is not needed)."""
-        return _Simulation(self, tasks, self.reset(tasks, rollouts))
+        return _Simulation(self, tasks[part], self.reset(tasks[part], rollouts))
 
     def reset(self, goals: torch.Tensor, rollouts: int) -> torch.Tensor:
         """Start positions (the origin) for `rollouts` episodes of every task, `[T, R, 2]`."""
@@ -73,6 +82,8 @@ class Navigation2D:
     ) -> Step:
         """One move of every episode; `alive` `[T, R]` marks those that have not ended (the
         others stay where they are and earn nothing)."""
+        if self.normalized_actions:
+            actions = actions * self.max_action
         moves = actions.clamp(-self.max_action, self.max_action) * alive.unsqueeze(-1)
         positions = positions + moves
         offsets = positions - goals.unsqueeze(1)

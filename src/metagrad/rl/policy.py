@@ -81,9 +81,15 @@ def kl_divergence(p: Gaussian, q: Gaussian) -> torch.Tensor:
     return 0.5 * (var_ratio + mahalanobis - 1).sum(-1) + (q.log_std - p.log_std).sum(-1)
 
 
-def sample(dist: Gaussian, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Actions drawn from `dist` with `generator` (never the global RNG)."""
-    noise = torch.randn(
-        dist.mean.shape, generator=generator, dtype=dist.mean.dtype, device=dist.mean.device
-    )
-    return dist.mean + torch.exp(dist.log_std) * noise
+def sample(
+    dist: Gaussian,
+    generator: torch.Generator | None = None,
+    part: slice = slice(None),
+    tasks: int | None = None,
+) -> torch.Tensor:
+    """Actions drawn from `dist` with `generator` (never the global RNG). When `dist` holds the
+    tasks `part` of a meta-batch of `tasks` (leading dimension), the noise is drawn for all
+    `tasks` and `part` kept: each task's actions are those it gets in the whole meta-batch."""
+    shape = dist.mean.shape if tasks is None else (tasks, *dist.mean.shape[1:])
+    noise = torch.randn(shape, generator=generator, dtype=dist.mean.dtype, device=dist.mean.device)
+    return dist.mean + torch.exp(dist.log_std) * noise[part]

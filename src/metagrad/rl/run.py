@@ -23,6 +23,7 @@ from tqdm import tqdm
 from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from metagrad.config import Config
 from metagrad.errors import Interrupted, NonFiniteError
+from metagrad.execution.distributed import SINGLE, World, init_world, world
 from metagrad.interrupt import GracefulStop
 from metagrad.logging import RunLogger
 from metagrad.models.functional import Params
@@ -30,6 +31,7 @@ from metagrad.rl.environment import TaskEnvironment, fixed_tasks
 from metagrad.rl.maml_trpo import MAMLTRPO, Evaluation
 from metagrad.rl.navigation import Navigation2D
 from metagrad.rl.policy import init_policy
+from metagrad.rl.ppo import PPO
 from metagrad.rl.sampling import Episodes
 from metagrad.rl.train import (
     IterationMetrics,
@@ -50,7 +52,7 @@ def make_environment(config: Config) -> TaskEnvironment:
     """The task environment `task.dataset` names, with `rl.horizon` steps per episode."""
     horizon = config.rl.horizon or HORIZONS[config.task.dataset]
     if config.task.dataset == "navigation2d":
-        return Navigation2D(horizon=horizon)
+        return Navigation2D(horizon=horizon, normalized_actions=config.rl.normalized_actions)
     from metagrad.rl.cheetah import HalfCheetahTasks  # Gymnasium and MuJoCo: the [rl] extra
 
     kind = "direction" if config.task.dataset == "halfcheetah-dir" else "velocity"
@@ -66,15 +68,18 @@ def make_algorithm(config: Config) -> MAMLTRPO:
         gamma=rl.gamma,
         gae_lambda=rl.gae_lambda,
         trpo=TRPO(max_kl=rl.max_kl, cg_iterations=rl.cg_iterations, damping=rl.damping),
+        ppo=PPO(rl.ppo_clip, rl.ppo_epochs, rl.ppo_lr) if rl.outer == "ppo" else None,
+        lvc=rl.inner_estimator == "lvc",
+        inner_kl_penalty=rl.inner_kl_penalty,
     )
 
 
-def iteration_of(config: Config) -> Callable[..., TrainResult]:
+def iteration_of(config: Config, world: World = SINGLE) -> Callable[..., TrainResult]:
     """`iteration(env, params=θ, start=i)`: meta-iteration i of the run's algorithm from θ.
     `maml`: MAML-TRPO; `pretrain`: the paper's pre-trained baseline, one policy trained by TRPO
     on the tasks of each meta-batch jointly, without adaptation."""
     settings, rl = config.train, config.rl
-    common = {"meta_batch": settings.meta_batch_size, "rollouts": rl.rollouts}
+    common = {"meta_batch": settings.meta_batch_size, "rollouts": rl.rollouts, "world": world}
     algorithm = make_algorithm(config)
     if config.algorithm.name == "pretrain":
         return functools.partial(
@@ -111,38 +116,52 @@ def fit_rl(
     overwrite: bool,
     progress: bool,
 ) -> Path:
-    """Meta-train the policy of `config` in `run_dir`; see the module docstring."""
-    check_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
+    """Meta-train the policy of `config` in `run_dir`; see the module docstring. Under
+    `torchrun` the processes share each meta-batch's tasks (gloo: rollouts run on CPUs) and
+    rank 0 holds the run folder, as in supervised runs."""
+    world = init_world(torch.device("cpu"))
+    world.on_main(lambda: check_run_dir(run_dir, config, resume=resume, overwrite=overwrite))
     settings = config.train
+    world.check_meta_batch(settings.meta_batch_size)
+    progress = progress and world.is_main
     print(f"building the {config.task.dataset} environment and the policy", flush=True)
     env = make_environment(config)
-    train_iteration = iteration_of(config)
+    train_iteration = iteration_of(config, world)
     params = initial_policy(config, env)
-    state = init_run_dir(run_dir, config, resume=resume, overwrite=overwrite, hold=hold)
+    state = world.on_main(
+        lambda: init_run_dir(run_dir, config, resume=resume, overwrite=overwrite, hold=hold)
+    )
     start, elapsed = 0, 0.0
     best: dict | None = None
     best_params = params
+    outer_state: dict | None = None  # PPO's Adam moments
     window: list[IterationMetrics] = []  # the iterations since the last log line
     if state is not None:
         params, best_params = state["params"], state["best_params"]
+        outer_state = state.get("outer_state")
         start, elapsed, best = state["step"], state["elapsed"], state["best"]
         window = [IterationMetrics(**entry) for entry in state["window"]]
     store = CheckpointStore(run_dir / CHECKPOINT_DIR, keep=settings.keep_checkpoints)
-    store.remove_temporary()
-    logger = RunLogger(run_dir, resume_step=start if state is not None else None)
+    if world.is_main:
+        store.remove_temporary()
+    resume_step = start if state is not None else None
+    logger = RunLogger(run_dir, resume_step=resume_step, silent=not world.is_main)
 
     def checkpoint(kind: str, step: int) -> None:
         saved = {
             "step": step,
             "params": params,
             "best_params": best_params,
+            "outer_state": outer_state,
             "best": best,
             "elapsed": elapsed,
             "window": [dataclasses.asdict(entry) for entry in window],
             "config": config.to_dict(),
             "fingerprint": config.fingerprint(),
         }
-        store.save(kind, step, saved)
+        if world.is_main:
+            store.save(kind, step, saved)
+        world.barrier()  # no process reads a checkpoint before it is whole
 
     checkpoint("step", start)
     budget = f", time budget {settings.time_budget:g} s" if settings.time_budget else ""
@@ -150,14 +169,15 @@ def fit_rl(
     bar = tqdm(range(start, settings.iterations), desc=config.name, disable=not progress)
     with GracefulStop() as stop:
         for iteration in bar:
-            result = train_iteration(env, params=params, start=iteration)
+            carried = {"outer_state": outer_state} if outer_state is not None else {}
+            result = train_iteration(env, params=params, start=iteration, **carried)
             metrics = result.history[0]
             _check_finite(iteration, metrics, result.params)
             if best is None or metrics.post_return > best["value"]:
                 best, best_params = {"step": iteration, "value": metrics.post_return}, params
                 checkpoint("best", iteration)  # the state this iteration started from
-            params = result.params
-            elapsed += metrics.seconds
+            params, outer_state = result.params, result.outer_state
+            (elapsed,) = world.agree(elapsed + metrics.seconds)  # the slowest process's clock
             window.append(metrics)
 
             done = iteration + 1
@@ -172,11 +192,15 @@ def fit_rl(
                         f"{window[-1].post_return:.2f} after"
                     )
                 window.clear()
-            if done % settings.ckpt_every == 0 or final or stop.requested:
+                world.check_same(list(params.values()), done)
+            (requested,) = world.agree(stop.requested or 0)  # any process's signal stops all
+            if done % settings.ckpt_every == 0 or final or requested:
                 checkpoint("step", done)
-            if stop.requested:
+            if requested:
                 logger.close()
-                raise Interrupted(stop.requested, saved=True, step=done, run=str(run_dir))
+                stopped = Interrupted(int(requested), saved=True, step=done, run=str(run_dir))
+                stopped.shared = True
+                raise stopped
             if final:
                 break
     logger.close()
@@ -264,6 +288,7 @@ def _protocol(
         gae_lambda=config.rl.gae_lambda,
         generator=task_generator(config.train.seed, split, 1),
         observe=observe,
+        world=world(),  # under torchrun, each process evaluates its part of the tasks
     )
 
 

@@ -54,18 +54,20 @@ def rollout(
     tasks: torch.Tensor,
     rollouts: int,
     generator: torch.Generator | None = None,
+    part: slice = slice(None),
 ) -> Episodes:
-    """`rollouts` episodes per task with the policy `params` (one copy, or one per task with a
-    leading T dimension), actions and initial states drawn from `generator` (None: the global
-    RNG)."""
-    simulation = env.simulate(tasks, rollouts, generator)
+    """`rollouts` episodes per task of `tasks[part]` with the policy `params` (one copy, or one
+    per task of the part with a leading dimension), actions and initial states drawn from
+    `generator` (None: the global RNG) as they are for these tasks when all of `tasks` are
+    rolled out: the episodes of a task do not depend on which process runs it."""
+    simulation = env.simulate(tasks, rollouts, generator, part)
     current = simulation.observe().to(tasks.dtype)
     alive = torch.ones(current.shape[:2], dtype=tasks.dtype)
     observations, actions, rewards, masks = [], [], [], []
     for _ in range(env.horizon):
         observations.append(current)
         masks.append(alive)
-        action = sample(policy(params, current), generator)
+        action = sample(policy(params, current), generator, part, tasks.shape[0])
         step = simulation.step(action, alive)
         actions.append(action)
         rewards.append(step.rewards.to(tasks.dtype))

@@ -117,6 +117,8 @@ class TRPOStep(NamedTuple):
     fraction: float
     """The accepted fraction of the full step, 0 when the line search rejected every one."""
     gradient_norm: float
+    state: None = None
+    """TRPO carries nothing to the next step (PPO's Adam moments: `PPOStep.state`)."""
 
 
 def trpo_step(
@@ -124,17 +126,24 @@ def trpo_step(
     loss_and_kl: LossAndKL,
     config: TRPO = TRPO(),
     fisher: Callable[[Params], MatVec] | None = None,
+    combine: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> TRPOStep:
     """One TRPO update of `params`; `loss_and_kl` is evaluated with parameters that require
     gradients and must give the KL to the policy it was built around (0 at `params`).
 
     `fisher(params)`, when given, returns the product with the Hessian of the KL at `params`
     (flat vectors) by other means; by default it is the Hessian-vector product of the KL by
-    double backpropagation."""
+    double backpropagation.
+
+    `combine`, when the surrogate and the KL are means over a part of the tasks, turns a value
+    of this part (loss, KL, gradient, Fisher-vector product) into that of all tasks; every
+    decision is then taken on the whole."""
+    whole = combine or (lambda value: value)
     leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
     tensors = list(leaves.values())
     loss, kl = loss_and_kl(leaves, True)
-    gradient = flatten(torch.autograd.grad(loss, tensors, retain_graph=fisher is None))
+    gradient = whole(flatten(torch.autograd.grad(loss, tensors, retain_graph=fisher is None)))
+    loss = whole(loss.detach())
     if not (torch.isfinite(loss) and torch.isfinite(gradient).all()):
         raise NonFiniteError(
             f"the TRPO surrogate loss ({loss.item():g}) or its gradient is not finite; the "
@@ -151,7 +160,7 @@ def trpo_step(
         product = fisher(params)
 
     def fisher_product(vector: torch.Tensor) -> torch.Tensor:
-        return product(vector) + config.damping * vector
+        return whole(product(vector)) + config.damping * vector
 
     direction = conjugate_gradient(fisher_product, gradient, config.cg_iterations)
     curvature = direction @ fisher_product(direction)
@@ -160,7 +169,7 @@ def trpo_step(
 
     def evaluate(vector: torch.Tensor) -> tuple[float, float]:
         with torch.no_grad():
-            new_loss, new_kl = loss_and_kl(unflatten(vector, leaves), False)
+            new_loss, new_kl = whole(torch.stack(loss_and_kl(unflatten(vector, leaves), False)))
         return new_loss.item(), new_kl.item()
 
     search = line_search(

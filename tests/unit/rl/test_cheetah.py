@@ -171,3 +171,14 @@ def test_a_missing_extra_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "mujoco", None)
     with pytest.raises(ConfigError, match=r"pip install metagrad\[rl\]"):
         importlib.import_module("metagrad.rl.cheetah")
+
+
+def test_a_part_of_the_tasks_starts_from_the_states_of_the_whole_meta_batch():
+    env = HalfCheetahTasks("velocity", horizon=3)
+    tasks = torch.tensor([[0.3], [1.1], [1.7]], dtype=torch.float64)
+    whole = env.simulate(tasks, 2, torch.Generator().manual_seed(5)).observe()
+    part = env.simulate(tasks, 2, torch.Generator().manual_seed(5), slice(1, 3)).observe()
+    assert part.shape == (2, 2, 20)
+    torch.testing.assert_close(part, whole[1:3])
+    assert not torch.equal(whole[0], whole[1])
+    env.close()

@@ -99,3 +99,44 @@ def test_rollout_records_the_observation_before_each_action():
     final = moves.sum(2) - goals[:, None]
     assert torch.allclose(episodes.rewards[:, :, -1], -final.norm(dim=-1))
     assert episodes.steps == 2 * 3 * 20
+
+
+def test_a_part_of_the_tasks_is_rolled_out_as_in_the_whole_meta_batch():
+    """What a process of several samples: its tasks' episodes, the same as in one process."""
+    env = Navigation2D(horizon=15)
+    params = init_policy(
+        2, 2, (8,), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    goals = env.sample_tasks(torch.Generator().manual_seed(1), 5, torch.float64)
+    whole = rollout(env, params, goals, 3, torch.Generator().manual_seed(2))
+    parts = [
+        rollout(env, params, goals, 3, torch.Generator().manual_seed(2), part)
+        for part in (slice(0, 3), slice(3, 5))
+    ]
+    for name, value in whole._asdict().items():
+        joined = torch.cat([getattr(part, name) for part in parts])
+        torch.testing.assert_close(joined, value, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_normalized_actions_are_scaled_as_rllabs_normalize_wrapper():
+    """rllab's `normalize` maps a ∈ [−1, 1] to lb + (a + 1)·(ub − lb)/2, then clips."""
+    env = Navigation2D(horizon=25, goal_radius=None, normalized_actions=True)
+    generator = torch.Generator().manual_seed(3)
+    goals = env.sample_tasks(generator, 2, torch.float64)
+    actions = 1.5 * torch.randn(2, 3, env.horizon, 2, generator=generator, dtype=torch.float64)
+    positions = env.reset(goals, 3)
+    alive = torch.ones(2, 3, dtype=torch.float64)
+    for t in range(env.horizon):
+        positions = env.step(positions, goals, actions[:, :, t], alive).positions
+    low, high = -0.1, 0.1
+    scaled = [
+        [
+            [[min(max(low + (a + 1) * (high - low) / 2, low), high) for a in step] for step in ep]
+            for ep in task
+        ]
+        for task in actions.tolist()
+    ]
+    for i in range(2):
+        for r in range(3):
+            x = [sum(step[d] for step in scaled[i][r]) for d in (0, 1)]
+            assert positions[i, r].tolist() == pytest.approx(x, abs=1e-12)
