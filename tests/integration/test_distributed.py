@@ -185,16 +185,20 @@ def test_two_processes_log_and_save_once(runs):
     ]
 
 
-def test_sharded_evaluation_equals_one_process_exactly(runs):
-    one = metagrad(1, "eval", str(runs / "one"), "--checkpoint", "last")
-    two = metagrad(2, "eval", str(runs / "one"), "--checkpoint", "last")
+def evaluated_on_one_and_two(run_dir: Path) -> list[dict]:
+    """The results of `metagrad eval` on 1 and on 2 processes, each in a file of its own."""
+    done = [metagrad(n, "eval", str(run_dir), "--checkpoint", "last") for n in (1, 2)]
     saved = [
         line.split()[-1]
-        for line in (one.stdout + two.stdout).splitlines()
+        for line in (done[0].stdout + done[1].stdout).splitlines()
         if line.startswith("saved ")
     ]
     assert len(saved) == 2 and saved[0] != saved[1]
-    results = [json.loads(Path(path).read_text()) for path in saved]
+    return [json.loads(Path(path).read_text()) for path in saved]
+
+
+def test_sharded_evaluation_equals_one_process_exactly(runs):
+    results = evaluated_on_one_and_two(runs / "one")
     assert results[0]["num_tasks"] == results[1]["num_tasks"] == 50
     assert results[0]["mean"] == results[1]["mean"]
     assert results[0]["ci95"] == results[1]["ci95"]
@@ -433,15 +437,7 @@ def test_meta_rl_on_two_processes_trains_the_policy_of_one(tmp_path, outer, iter
 
 
 def test_meta_rl_evaluation_shared_over_two_processes_equals_one(rl_runs):
-    one = metagrad(1, "eval", str(rl_runs / "one"), "--checkpoint", "last")
-    two = metagrad(2, "eval", str(rl_runs / "one"), "--checkpoint", "last")
-    saved = [
-        line.split()[-1]
-        for line in (one.stdout + two.stdout).splitlines()
-        if line.startswith("saved ")
-    ]
-    assert len(saved) == 2 and saved[0] != saved[1]
-    results = [json.loads(Path(path).read_text()) for path in saved]
+    results = evaluated_on_one_and_two(rl_runs / "one")
     assert results[0]["num_tasks"] == results[1]["num_tasks"] == 5
     for key in ("mean", "ci95"):
         for name in ("return", "random_init_return"):

@@ -33,9 +33,9 @@ import torch
 from metagrad.algorithms.inner import adapt, sgd
 from metagrad.models.functional import Params
 from metagrad.rl.policy import Gaussian, kl_divergence, log_prob, policy
-from metagrad.rl.ppo import PPO, PPOStep, ppo_step
+from metagrad.rl.ppo import PPO, ppo_step
 from metagrad.rl.sampling import Batch
-from metagrad.rl.trpo import TRPO, MatVec, TRPOStep, flatten, trpo_step, unflatten
+from metagrad.rl.trpo import TRPO, MatVec, OuterStep, flatten, trpo_step, unflatten
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -221,7 +221,7 @@ class MAMLTRPO:
         query: Batch,
         combine: Callable[[torch.Tensor], torch.Tensor] | None = None,
         state: dict | None = None,
-    ) -> TRPOStep | PPOStep:
+    ) -> OuterStep:
         """One outer update of θ from the support batches (sampled with θ, then with each
         intermediate φ) and the query batch (sampled with φ_old = φ(θ)). When the batches hold
         a part of the meta-batch, `combine` turns this part's means into the meta-batch's

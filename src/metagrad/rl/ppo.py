@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 
 from metagrad.errors import NonFiniteError
 from metagrad.models.functional import Params
-from metagrad.rl.trpo import LossAndKL, flatten, unflatten
+from metagrad.rl.trpo import LossAndKL, OuterStep, flatten, unflatten
 
 
 @dataclass(frozen=True)
@@ -32,28 +31,13 @@ class PPO:
     """Adam's learning rate."""
 
 
-class PPOStep(NamedTuple):
-    params: Params
-    """The updated parameters (detached)."""
-    loss_before: float
-    loss_after: float
-    kl: float
-    """The mean KL(old ‖ new) after the last step."""
-    fraction: float
-    """Always 1: every step is taken (TRPO's accepted fraction of its step)."""
-    gradient_norm: float
-    """Of the first step's gradient."""
-    state: dict
-    """Adam's state after these steps, for the next meta-iteration."""
-
-
 def ppo_step(
     params: Params,
     loss_and_kl: LossAndKL,
     config: PPO = PPO(),
     state: dict | None = None,
     combine: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> PPOStep:
+) -> OuterStep:
     """`config.epochs` Adam steps of `params` on `loss_and_kl` (the clipped surrogate), from
     Adam's `state` of the previous meta-iteration (None: fresh moments). `combine`, as in
     `trpo_step`, turns this part of the tasks' loss, KL and gradient into the whole's."""
@@ -82,6 +66,6 @@ def ppo_step(
     with torch.no_grad():
         loss_after, kl = whole(torch.stack(loss_and_kl(leaves, False))).tolist()
     new_params = {k: v.detach() for k, v in leaves.items()}
-    return PPOStep(
+    return OuterStep(
         new_params, loss_before, loss_after, kl, 1.0, gradient_norm, optimizer.state_dict()
     )

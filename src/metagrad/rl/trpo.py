@@ -107,18 +107,22 @@ class TRPO:
     backtrack_steps: int = 15
 
 
-class TRPOStep(NamedTuple):
+class OuterStep(NamedTuple):
+    """What an outer step (`trpo_step`, `ppo_step`) did."""
+
     params: Params
     """The updated parameters (detached)."""
     loss_before: float
     loss_after: float
     kl: float
-    """The mean KL(old ‖ new) of the accepted step (0 when nothing was accepted)."""
+    """The mean KL(old ‖ new) of the step taken (0 when TRPO's line search took none)."""
     fraction: float
-    """The accepted fraction of the full step, 0 when the line search rejected every one."""
+    """TRPO: the accepted fraction of the full step, 0 when the line search rejected every one;
+    PPO: 1, every step is taken."""
     gradient_norm: float
-    state: None = None
-    """TRPO carries nothing to the next step (PPO's Adam moments: `PPOStep.state`)."""
+    """Of the (first) gradient."""
+    state: dict | None = None
+    """The optimiser's state for the next outer step: PPO's Adam moments; None for TRPO."""
 
 
 def trpo_step(
@@ -127,7 +131,7 @@ def trpo_step(
     config: TRPO = TRPO(),
     fisher: Callable[[Params], MatVec] | None = None,
     combine: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> TRPOStep:
+) -> OuterStep:
     """One TRPO update of `params`; `loss_and_kl` is evaluated with parameters that require
     gradients and must give the KL to the policy it was built around (0 at `params`).
 
@@ -182,7 +186,7 @@ def trpo_step(
         steps=config.backtrack_steps,
     )
     new_params = {k: v.detach().clone() for k, v in unflatten(search.params, leaves).items()}
-    return TRPOStep(
+    return OuterStep(
         new_params,
         loss.item(),
         search.loss,
