@@ -20,7 +20,7 @@ from metagrad.checkpoint import CHECKPOINT_DIR, CheckpointStore, load_checkpoint
 from metagrad.config import BatchNormMode, Config, load_config
 from metagrad.data.class_images import ClassImages
 from metagrad.errors import CheckpointError, ConfigError
-from metagrad.execution import MetaLearner, distributed
+from metagrad.execution import MetaLearner, distributed, running
 from metagrad.execution.network import Network, TaskLearner
 from metagrad.execution.strategies import TaskFn, TaskOf, map_tasks_no_grad
 from metagrad.models.batch_norm import TaskBatchNorm
@@ -408,6 +408,8 @@ def batch_norm_mode(model: torch.nn.Module, mode: str) -> str | None:
         return None
     if mode == "inductive":
         return "inductive: each query example normalised with the support set alone"
+    if mode == "running" and running.per_step_copies(model):
+        return "running: the per-step running statistics of meta-training, row k after k steps"
     if mode == "running":
         return "running: the running statistics of meta-training (PyTorch's evaluation mode)"
     return "transductive: task batch statistics, the query set normalised as one batch"

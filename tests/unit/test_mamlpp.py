@@ -7,6 +7,7 @@ import math
 import pytest
 import test_family
 import torch
+import torch.nn.functional as F
 from test_family import STRATEGIES, assert_gradients_equal, mlp_case
 
 from metagrad import train as train_module
@@ -224,6 +225,116 @@ def test_test_time_adaptation_uses_the_learned_per_step_rates_and_bn(case):
                 }
 
 
+def batch_norm_inputs(params, x):
+    """The input of each batch-norm layer of the test Conv-4, by plain functional layers."""
+    h, inputs = x, []
+    for block in range(4):
+        conv, norm = f"features.{3 * block}.", f"features.{3 * block + 1}."
+        h = F.conv2d(h, params[conv + "weight"], params[conv + "bias"], stride=2, padding=1)
+        inputs.append(h)
+        weight, bias = params[norm + "weight"], params[norm + "bias"]
+        h = F.relu(F.batch_norm(h, None, None, weight, bias, training=True, eps=1e-3))
+    return inputs
+
+
+def expected_statistics(case, rates, copies, meta_batches):
+    """BNRS by hand: per batch-norm layer, `[S + 1, C]` running means and variances and the
+    forward passes counted per φ_k, after `meta_batches` meta-gradients with MSL on. Per task,
+    in order: the support forward passes at φ_0..φ_{S−1}, then the query ones at φ_S and
+    φ_1..φ_{S−1}; each moves row k by momentum 0.1 towards the batch mean and unbiased
+    variance, from PyTorch's initial statistics."""
+    theta = {k: p.detach() for k, p in case.model.named_parameters()}
+    norms = norm_names(case)
+    adapted = [k for k in theta if k not in norms]
+    mean = [torch.zeros(STEPS + 1, 4, dtype=torch.float64) for _ in range(4)]
+    var = [torch.ones(STEPS + 1, 4, dtype=torch.float64) for _ in range(4)]
+    counts = torch.zeros(STEPS + 1, dtype=torch.long)
+
+    @torch.no_grad()
+    def moved(at, params, x):
+        counts[at] += 1
+        for layer, h in enumerate(batch_norm_inputs(params, x)):
+            mean[layer][at] = 0.9 * mean[layer][at] + 0.1 * h.mean((0, 2, 3))
+            var[layer][at] = 0.9 * var[layer][at] + 0.1 * h.var((0, 2, 3), correction=1)
+
+    for _ in range(meta_batches):
+        for xs, ys, xq, _ in zip(*case.batch.tensors()):
+            path = [{k: v.clone().requires_grad_(k in adapted) for k, v in theta.items()}]
+            for s in range(STEPS):
+                moved(s, path[s], xs)
+                support = case.loss(case.forward(path[s], xs), ys)
+                grads = torch.autograd.grad(support, [path[s][k] for k in adapted])
+                step = {k: path[s][k] - rates[s, k] * g for k, g in zip(adapted, grads)}
+                path.append({**step, **{k: copies[s + 1, k] for k in norms}})
+            for at in (STEPS, *range(1, STEPS)):
+                moved(at, path[at], xq)
+    return mean, var, counts
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap", "hybrid"])
+def test_bnrs_keeps_one_set_of_running_statistics_per_inner_step(case, strategy):
+    rates, copies = random_extra(case, torch.Generator().manual_seed(5))
+    algorithm = mamlpp(case, per_step_statistics=True).at_step(AT)
+    learner = learner_with(algorithm, case, strategy, rates, copies)
+    if not norm_names(case):  # the MLP: nothing to keep
+        assert not list(learner.model.buffers())
+        return
+    learner.meta_gradient(case.batch)
+    learner.meta_gradient(case.batch)
+    mean, var, counts = expected_statistics(case, rates, copies, meta_batches=2)
+    tasks = case.batch.num_tasks
+    assert counts.tolist() == [2 * tasks, 4 * tasks, 2 * tasks]  # φ_1: support and MSL query
+    for layer in range(4):
+        bn = learner.model.get_submodule(f"features.{3 * layer + 1}")
+        torch.testing.assert_close(bn.running_mean, mean[layer], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(bn.running_var, var[layer], rtol=1e-10, atol=1e-12)
+        assert torch.equal(bn.num_batches_tracked, counts)
+
+
+def test_bnrs_statistics_of_step_k_normalise_the_network_at_phi_k_in_evaluation(case):
+    if not norm_names(case):
+        pytest.skip("the MLP has no batch norm")
+    generator = torch.Generator().manual_seed(6)
+    rates, copies = random_extra(case, generator)
+    learner = learner_with(mamlpp(case, per_step_statistics=True), case, "loop", rates, copies)
+    layers = [learner.model.get_submodule(f"features.{3 * b + 1}") for b in range(4)]
+    with torch.no_grad():
+        for bn in layers:
+            bn.running_mean.copy_(torch.randn(bn.running_mean.shape, generator=generator))
+            bn.running_var.copy_(0.5 + torch.rand(bn.running_var.shape, generator=generator))
+    norms = norm_names(case)
+
+    def forward(params, x, k):
+        """The Conv-4 normalised with the statistics of row k."""
+        h = x
+        for block, bn in enumerate(layers):
+            conv, norm = f"features.{3 * block}.", f"features.{3 * block + 1}."
+            h = F.conv2d(h, params[conv + "weight"], params[conv + "bias"], stride=2, padding=1)
+            mean, var = bn.running_mean[k], bn.running_var[k]
+            h = F.batch_norm(h, mean, var, params[norm + "weight"], params[norm + "bias"], eps=1e-3)
+            h = F.relu(h)
+        return F.linear(h.mean(dim=(2, 3)), params["head.weight"], params["head.bias"])
+
+    metrics = adapted_metrics(learner, [case.batch], steps=3, batch_norm="running")
+    transductive = adapted_metrics(learner, [case.batch], steps=3)
+    assert not torch.allclose(metrics["loss"], transductive["loss"])
+    for task, (xs, ys, xq, yq) in enumerate(zip(*case.batch.tensors())):
+        fast = {k: p.detach() for k, p in case.model.named_parameters()}
+        for step in range(4):
+            k = min(step, STEPS)  # past training: the last row
+            torch.testing.assert_close(
+                metrics["loss"][task, step], case.loss(forward(fast, xq, k), yq)
+            )
+            grads = torch.func.grad(lambda f, xs=xs, ys=ys, k=k: case.loss(forward(f, xs, k), ys))(
+                fast
+            )
+            at, copy = min(step, STEPS - 1), min(step + 1, STEPS)
+            fast = {
+                **{k: p - rates[at, k] * grads[k] for k, p in fast.items() if k not in norms},
+                **{k: copies[copy, k] for k in norms},
+            }
+
+
 def test_cosine_annealing_of_the_outer_learning_rate():
     config = load_config(
         "mamlpp-omniglot-5w1s", ["train.iterations=1000", "train.outer_lr_min=1e-5"]
@@ -273,9 +384,14 @@ def tiny_images():
 
 def test_mamlpp_checkpoints_its_rates_and_bn_and_resumes_bit_exactly(tmp_path, monkeypatch):
     """A crash at step 7 resumes from the checkpoint of step 5, between the schedules'
-    switches (MSL ends at step 7, DA at step 6) and under the cosine outer lr."""
+    switches (MSL ends at step 7, DA at step 6) and under the cosine outer lr; the per-step
+    running statistics (BNRS) validate the run and are resumed too."""
     images = tiny_images()
-    overrides = [*TINY, "algorithm.kwargs={msl_steps: 7, first_order_steps: 6}"]
+    overrides = [
+        *TINY,
+        "algorithm.kwargs={msl_steps: 7, first_order_steps: 6, per_step_statistics: true}",
+        "eval.batch_norm=running",
+    ]
     config = load_config("mamlpp-omniglot-5w1s", [*overrides, "train.iterations=10"])
 
     def run(folder, resume=False):
@@ -296,13 +412,19 @@ def test_mamlpp_checkpoints_its_rates_and_bn_and_resumes_bit_exactly(tmp_path, m
     part = run("part", resume=True)
     a, b = (CheckpointStore(folder / CHECKPOINT_DIR).load("last") for folder in (whole, part))
     norms = [k for k in a["model"] if k.startswith("features.") and a["model"][k].dim() == 1]
-    norms = [k for k in norms if int(k.split(".")[1]) % 3 == 1]
+    norms = [k for k in norms if int(k.split(".")[1]) % 3 == 1 and k.endswith(("weight", "bias"))]
     assert {k for k in a["extra"] if k.startswith("bn.")} == {
         f"bn.{c}.{k}" for c in (1, 2) for k in norms
     }
     assert any(not torch.all(v == 0.1) for k, v in a["extra"].items() if k.startswith("lr."))
-    assert len(a["optimizer"]["state"]) == len(a["model"]) + len(a["extra"])
+    buffers = [k for k in a["model"] if ".running_" in k or k.endswith(".num_batches_tracked")]
+    assert len(a["optimizer"]["state"]) == len(a["model"]) - len(buffers) + len(a["extra"])
     assert a["scheduler"]["last_epoch"] == 10
+    for k in norms:  # one row of running statistics per φ_k, k = 0..2; MSL for 7 steps
+        layer = k.rsplit(".", 1)[0]
+        for stat in ("running_mean", "running_var"):
+            assert a["model"][f"{layer}.{stat}"].shape == (3, 4)
+        assert a["model"][f"{layer}.num_batches_tracked"].tolist() == [20, 20 + 7 * 2, 20]
     for part_name in ("model", "extra"):
         for k in a[part_name]:
             assert torch.equal(a[part_name][k], b[part_name][k]), k
@@ -324,7 +446,7 @@ def test_the_execution_plan_is_chosen_for_the_second_order_steps(tmp_path, monke
         *TINY,
         "train.strategy=auto",
         "train.iterations=4",
-        "algorithm.kwargs={first_order_steps: 3}",
+        "algorithm.kwargs={first_order_steps: 3, per_step_statistics: true}",
     ]
     config = load_config("mamlpp-omniglot-5w1s", overrides)
     fit(config, tmp_path / "run", progress=False, images=tiny_images())
@@ -341,6 +463,7 @@ def test_each_preset_builds_mamlpp_from_its_config(preset):
     assert type(built) is MAMLPlusPlus
     assert (built.inner_steps, built.inner_lr) == (5, config.algorithm.inner_lr)
     assert built.lslr and built.msl and built.per_step_bn and built.msl_steps > 0
+    assert built.per_step_statistics and config.eval.batch_norm == "running"
     assert config.train.outer_lr_decay == "cosine"
 
 

@@ -124,6 +124,19 @@ class Algorithm:
         """Initial values of the algorithm's own meta-parameters (none by default)."""
         return {}
 
+    def statistics_steps(self) -> int:
+        """How many sets of batch-norm running statistics the network keeps, one per φ_k
+        (MAML++'s BNRS); 0 (default): one set per layer, where the network keeps one."""
+        return 0
+
+    def forward_steps(self, phase: str, forwards: int) -> tuple[int, ...]:
+        """With `statistics_steps`: the k of the φ_k each of a task's `forwards` forward passes
+        runs at, in order, in `phase`: `inner` (the support forward pass of each step, φ_0 to
+        φ_{S−1}) or `outer` (those of `outer`, in the order it runs them)."""
+        if phase == "inner":
+            return tuple(range(forwards))
+        return (self.inner_steps,) * forwards
+
     def inner(
         self,
         learner: Learner,

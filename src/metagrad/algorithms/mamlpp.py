@@ -11,10 +11,11 @@ The paper's changes to MAML, and where each lives here:
 - BNWB (`per_step_bn`): one set of normalisation weights and biases per inner step,
   meta-parameters `bn.<k>.<name>` used by the network at φ_k (k = 1..S; φ_0 = θ uses the
   network's own), and not adapted by the inner loop.
+- BNRS (`per_step_statistics`): one set of batch-norm running statistics per φ_k (k = 0..S),
+  updated by the forward passes at φ_k and used by the network at φ_k when evaluation
+  normalises with running statistics (`eval.batch_norm: running`).
 - CA, cosine annealing of the outer learning rate, is a training-loop setting
   (`train.outer_lr_decay: cosine`, `train.outer_lr_min`), not an algorithm one.
-- BNRS (per-step running statistics) is not implemented: running statistics are kept per layer
-  (`metagrad.execution.running`), not per inner step (see docs/presets.md).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ PATH = "@"
 
 @dataclass(frozen=True)
 class MAMLPlusPlus(MAML):
-    """MAML with the paper's LSLR, MSL, DA and BNWB, each switchable; see the module docstring
+    """MAML with the paper's LSLR, MSL, DA, BNWB and BNRS, each switchable; see the module docstring
     and docs/algorithms.md.
 
     `first_order` (from MAML) makes every step first order; `first_order_steps` only the first
@@ -56,6 +57,10 @@ class MAMLPlusPlus(MAML):
     """DA: first-order meta-gradients for this many outer steps, then second order (0: off)."""
     per_step_bn: bool = True
     """BNWB: per-inner-step normalisation weights and biases (a no-op without normalisation)."""
+    per_step_statistics: bool = False
+    """BNRS: per-inner-step batch-norm running statistics (a no-op without batch norm). Off by
+    default: only evaluation with `eval.batch_norm: running` reads them, and a network that
+    keeps running statistics cannot run the `batched` strategy."""
     normalisation: tuple[str, ...] = ()
     """The network's normalisation parameters (set by `for_network`)."""
     step: int = 0
@@ -110,6 +115,17 @@ class MAMLPlusPlus(MAML):
         start, floor = 1 / steps, MSL_MIN_WEIGHT / steps
         others = [max(start - self.step / (steps * self.msl_steps), floor)] * (steps - 1)
         return (*others, 1.0 - sum(others))
+
+    # --- per-step running statistics (BNRS) --------------------------------------------------
+
+    def statistics_steps(self) -> int:
+        return self.inner_steps + 1 if self.per_step_statistics else 0
+
+    def forward_steps(self, phase: str, forwards: int) -> tuple[int, ...]:
+        """`outer` runs the query forward pass at φ_S, then, with MSL, those at φ_1..φ_{S−1}."""
+        if phase == "inner":
+            return tuple(range(forwards))
+        return (self.inner_steps, *range(1, self.inner_steps))[:forwards]
 
     # --- meta-parameters ----------------------------------------------------------------------
 

@@ -31,8 +31,9 @@ class MetaLearner:
 
     `model` is any `nn.Module`; its normalisation layers are rewritten in place to exact forms
     and dropout is refused (`metagrad.models.exact`). Batch norm normalises with the batch in
-    hand; running statistics, where a layer keeps them, are updated by every meta-gradient as a
-    training loop over the tasks would update them (`metagrad.execution.running`).
+    hand; running statistics, where a layer keeps them (or per inner step, where the algorithm
+    asks: MAML++'s BNRS), are updated by every meta-gradient as a training loop over the tasks
+    would update them (`metagrad.execution.running`).
 
     `plan` is how meta-steps are executed (`ExecutionPlan`, or a strategy name); with `auto`,
     the fastest is measured at the first meta-batch and kept.
@@ -49,6 +50,9 @@ class MetaLearner:
     ):
         self.network = Network(exact_modules(model), objective)
         self.algorithm = algorithm.for_network(self.network.normalisation)
+        if copies := self.algorithm.statistics_steps():
+            running.per_step(self.network.module, copies)
+            self.network = Network(self.network.module, objective)
         network_params = dict(model.named_parameters())
         extra = {
             k: nn.Parameter(v.detach().clone())
@@ -93,7 +97,7 @@ class MetaLearner:
             grads = MetaParameters(*({k: next(flat) for k in part} for part in grads))
         metrics, statistics = running.split(metrics)
         if statistics:
-            self.network.update_running_statistics(statistics)
+            self.network.update_running_statistics(statistics, self.algorithm.forward_steps)
         return grads, metrics
 
     def backward(self, batch: TaskBatch) -> Metrics:

@@ -9,6 +9,7 @@ and returns one loss per task.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -34,6 +35,9 @@ class Network:
 
     module: nn.Module
     objective: Objective
+    at_steps: tuple[nn.Module, ...] = ()
+    """With running statistics per inner step, evaluated: the module at φ_0, φ_1, … (the last
+    one serves the steps after it)."""
     buffers: Params = field(init=False)
     shapes: dict[str, torch.Size] = field(init=False)
     """Each parameter's shape, to tell θ from a stack of per-task copies."""
@@ -75,13 +79,21 @@ class Network:
             raise ConfigError(
                 "eval.batch_norm = running, but this network keeps no batch-norm running "
                 "statistics (metagrad's own networks normalise with the task's statistics); "
-                "use transductive or inductive, or a model with nn.BatchNorm*d layers"
+                "use transductive or inductive, a model with nn.BatchNorm*d layers, or MAML++ "
+                "with algorithm.kwargs.per_step_statistics: true"
             )
-        return Network(with_batch_norm(self.module, running=True), self.objective)
+        module = with_batch_norm(self.module, running=True)
+        copies = running.per_step_copies(self.module)
+        steps = tuple(with_batch_norm(module, step=k) for k in range(copies))
+        return Network(module, self.objective, steps)
 
-    def update_running_statistics(self, statistics: Params) -> None:
-        """Apply the batch statistics a meta-gradient reported (`running.update`)."""
-        running.update(self.module, self.running, statistics)
+    def update_running_statistics(
+        self, statistics: Params, steps: Callable[[str, int], tuple[int, ...]]
+    ) -> None:
+        """Apply the batch statistics a meta-gradient reported (`running.update`); `steps`
+        places each forward pass at its φ_k where the statistics are kept per inner step."""
+        per_step = running.per_step_copies(self.module) > 0
+        running.update(self.module, self.running, statistics, steps if per_step else None)
 
     def stack_learner(self, checkpoint_inner: bool = False) -> StackLearner:
         return StackLearner(self, checkpoint_inner)
@@ -109,6 +121,9 @@ class TaskLearner:
     fused: bool = False
     forwards: list[Params] | None = field(default=None, compare=False)
     """The batch statistics of each forward pass so far, when recording."""
+    at: list[int] = field(default_factory=lambda: [0], compare=False)
+    """The k of the φ_k the inner loop has reached (set by `adapt`), for a network with running
+    statistics per inner step."""
 
     def __call__(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         if self.forwards is None:
@@ -121,13 +136,16 @@ class TaskLearner:
         """The batch statistics recorded so far, named as metrics (none unless recording)."""
         return running.named(phase, self.forwards or [])
 
+    def _module(self) -> nn.Module:
+        if steps := self.network.at_steps:
+            return steps[min(self.at[0], len(steps) - 1)]
+        return self.network.fused_module if self.fused else self.network.module
+
     def _call(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        module = self.network.fused_module if self.fused else self.network.module
-        return functional_call(module, (params, self.network.buffers), (x,))
+        return functional_call(self._module(), (params, self.network.buffers), (x,))
 
     def _recorded(self, params: Params, x: torch.Tensor) -> tuple[torch.Tensor, Params]:
-        module = self.network.fused_module if self.fused else self.network.module
-        return running.record(module, self.network.running, lambda: self._call(params, x))
+        return running.record(self._module(), self.network.running, lambda: self._call(params, x))
 
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.network.objective.loss(outputs, y)
@@ -151,8 +169,10 @@ class TaskLearner:
     ) -> Adaptation:
         fixed = fixed or {}
         starting = iter(range(steps))
+        reached = iter(range(steps + 1))
 
         def observed(fast: Params) -> dict[str, torch.Tensor]:
+            self.at[0] = next(reached)
             full = {**fixed, **fast}
             seen = observe(full) if observe else {}
             if self.forwards is not None and next(starting, None) is not None:
@@ -172,7 +192,9 @@ class TaskLearner:
             steps=steps,
             optimizer=optimizer,
             first_order=first_order,
-            observe=observed if observe or self.forwards is not None else None,
+            observe=observed
+            if observe or self.forwards is not None or self.network.at_steps
+            else None,
             run_step=recomputed if self.checkpoint_inner else None,
         )
 

@@ -118,7 +118,8 @@ def meta_gradient(
     if plan.strategy not in strategies_for(network, plan.checkpoint_inner):
         raise ConfigError(
             f"strategy {plan.strategy} cannot run this network: batched needs a network with "
-            "forward_tasks (the MLP and the Conv-4). "
+            "forward_tasks (the MLP and the Conv-4) that keeps no batch-norm running statistics "
+            "(MAML++'s per_step_statistics keeps some). "
             f"Choose one of {', '.join(strategies_for(network, plan.checkpoint_inner))}, or auto"
         )
     parts = TaskParts(algorithm, meta, network, plan.checkpoint_inner)

@@ -20,7 +20,8 @@ class TaskBatchNorm(nn.Module):
     set on copies of a network, never on the network itself (`with_batch_norm`): `fused` runs
     PyTorch's fused kernel instead (faster, and exact on one task at a time outside `vmap`);
     `running` normalises with the running statistics, as PyTorch's evaluation mode does, where
-    the layer has them (a rewritten `nn.BatchNorm*d`, whose `momentum` it keeps).
+    the layer has them (a rewritten `nn.BatchNorm*d`, whose `momentum` it keeps). Running
+    statistics kept per inner step (MAML++'s BNRS: `[steps, C]` buffers) are read at row `step`.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-3, affine: bool = True):
@@ -30,14 +31,18 @@ class TaskBatchNorm(nn.Module):
         self.momentum: float | None = 0.1
         self.fused = False
         self.running = False
+        self.step = 0
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (-1,) + (1,) * (x.dim() - 2)
         if self.running:
-            mean = self.running_mean.reshape(shape)
-            scale = torch.rsqrt(self.running_var.reshape(shape) + self.eps)
+            mean, var = self.running_mean, self.running_var
+            if mean.dim() == 2:  # one row per inner step
+                mean, var = mean[self.step], var[self.step]
+            mean = mean.reshape(shape)
+            scale = torch.rsqrt(var.reshape(shape) + self.eps)
         elif self.fused:
             return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
         else:
@@ -51,13 +56,14 @@ class TaskBatchNorm(nn.Module):
 
     def extra_repr(self) -> str:
         switches = "".join(f", {k}=True" for k in ("fused", "running") if getattr(self, k))
+        switches += f", step={self.step}" if self.step else ""
         return f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}{switches}"
 
 
-def with_batch_norm(module: nn.Module, **switches: bool) -> nn.Module:
+def with_batch_norm(module: nn.Module, **switches: bool | int) -> nn.Module:
     """`module` itself if it has no `TaskBatchNorm`; otherwise a copy of its structure, sharing
     its parameters and buffers, whose `TaskBatchNorm` layers have `switches` set (`fused`,
-    `running`).
+    `running`, `step`).
 
     Execution code that runs tasks one at a time outside `vmap` (the loop strategies) calls a
     `fused=True` copy, everything else the module: the kernel is chosen by which module is
