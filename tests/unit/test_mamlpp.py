@@ -463,7 +463,7 @@ def test_each_preset_builds_mamlpp_from_its_config(preset):
     assert type(built) is MAMLPlusPlus
     assert (built.inner_steps, built.inner_lr) == (5, config.algorithm.inner_lr)
     assert built.lslr and built.msl and built.per_step_bn and built.msl_steps > 0
-    assert built.per_step_statistics and config.eval.batch_norm == "running"
+    assert not built.per_step_statistics and config.eval.batch_norm == "transductive"
     assert config.train.outer_lr_decay == "cosine"
 
 
