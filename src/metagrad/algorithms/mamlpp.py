@@ -59,8 +59,7 @@ class MAMLPlusPlus(MAML):
     """BNWB: per-inner-step normalisation weights and biases (a no-op without normalisation)."""
     per_step_statistics: bool = False
     """BNRS: per-inner-step batch-norm running statistics (a no-op without batch norm). Off by
-    default: only evaluation with `eval.batch_norm: running` reads them, and a network that
-    keeps running statistics cannot run the `batched` strategy."""
+    default: only evaluation with `eval.batch_norm: running` reads them (docs/algorithms.md)."""
     normalisation: tuple[str, ...] = ()
     """The network's normalisation parameters (set by `for_network`)."""
     step: int = 0
