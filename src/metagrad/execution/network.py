@@ -49,11 +49,14 @@ class Network:
     `vmap` (`with_batch_norm`)."""
     running: tuple[str, ...] = field(init=False)
     """The batch-norm layers that keep running statistics (`metagrad.execution.running`)."""
+    statistics_copies: int = field(init=False)
+    """How many sets of running statistics each layer keeps, one per φ_k (0: one set, or none)."""
 
     def __post_init__(self) -> None:
         check_exact(self.module)
         object.__setattr__(self, "fused_module", with_batch_norm(self.module, fused=True))
         object.__setattr__(self, "running", running.running_layers(self.module))
+        object.__setattr__(self, "statistics_copies", running.per_step_copies(self.module))
         object.__setattr__(self, "buffers", dict(self.module.named_buffers()))
         shapes = {k: p.shape for k, p in self.module.named_parameters()}
         object.__setattr__(self, "shapes", shapes)
@@ -83,8 +86,7 @@ class Network:
                 "with algorithm.kwargs.per_step_statistics: true"
             )
         module = with_batch_norm(self.module, running=True)
-        copies = running.per_step_copies(self.module)
-        steps = tuple(with_batch_norm(module, step=k) for k in range(copies))
+        steps = tuple(with_batch_norm(module, step=k) for k in range(self.statistics_copies))
         return Network(module, self.objective, steps)
 
     def update_running_statistics(
@@ -92,8 +94,8 @@ class Network:
     ) -> None:
         """Apply the batch statistics a meta-gradient reported (`running.update`); `steps`
         places each forward pass at its φ_k where the statistics are kept per inner step."""
-        per_step = running.per_step_copies(self.module) > 0
-        running.update(self.module, self.running, statistics, steps if per_step else None)
+        per_step = steps if self.statistics_copies else None
+        running.update(self.module, self.running, statistics, per_step)
 
     def stack_learner(self, checkpoint_inner: bool = False) -> StackLearner:
         return StackLearner(self, checkpoint_inner)
