@@ -6,8 +6,9 @@ a policy pre-trained on all tasks jointly (the paper's App. C table for navigati
 Training runs in chunks of `--budget` seconds that continue from `--state`, so a long run is a
 series of short commands:
 
-    python benchmarks/rl_maml.py --state runs/rl-nav.pt --budget 180   # repeat
-    python benchmarks/rl_maml.py --state runs/rl-nav.pt --budget 0 --pretrain-budget 120
+    python benchmarks/rl_maml.py --normalized-actions --state runs/rl-nav.pt --budget 180  # repeat
+    python benchmarks/rl_maml.py --normalized-actions --state runs/rl-nav.pt --budget 0 \
+        --pretrain-budget 120
     python benchmarks/rl_maml.py --env halfcheetah-dir --state runs/rl-dir.pt --budget 600
     python benchmarks/rl_maml.py --state runs/rl-nav-code.pt --normalized-actions \
         --inner-lr 0.5 --eval-lr 0.5 0.25 --budget 330   # the original code's navigation run
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument(
         "--normalized-actions",
         action="store_true",
-        help="navigation: actions in [-1, 1] scaled to ±0.1, as rllab's normalize",
+        help="navigation: actions in [-1, 1] scaled to ±0.1, as rllab's normalize (the presets')",
     )
     args = parser.parse_args()
 

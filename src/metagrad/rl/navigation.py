@@ -10,9 +10,10 @@ reward is minus the Euclidean distance to the goal *after* the move. An episode 
 `horizon` steps, or earlier when both coordinates are within `goal_radius` of the goal (the
 paper's "within 0.01 of the goal"); the step that reaches the goal still earns its reward.
 The original code also wraps the environment in rllab's `normalize`, which rescales a policy
-output in [−1, 1] to ±0.1 (`normalized_actions=True`); by default, as in pytorch-maml-rl, the raw
-action is clipped instead. The scale matters: a policy whose σ starts at 1 explores with steps
-of σ = 0.1 in the normalised space, while its raw actions are nearly all clipped to ±0.1.
+output in [−1, 1] to ±0.1 (`normalized_actions=True`, as the navigation presets); by default, as
+in pytorch-maml-rl, the raw action is clipped instead. The scale matters: a policy whose σ
+starts at 1 explores with steps of σ = 0.1 in the normalised space, while its raw actions are
+nearly all clipped to ±0.1, and it cannot stop at a goal until TRPO has shrunk σ tenfold.
 """
 
 from __future__ import annotations
