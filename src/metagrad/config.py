@@ -271,8 +271,10 @@ class RLConfig:
     eval_lr_after: float = 0.05
     """Evaluation: the step size after the first step (the paper's test script halves it);
     eval.inner_lr, or algorithm.inner_lr, is the first step's."""
-    vectorization: Literal["sync", "async"] = "sync"
-    """HalfCheetah: episodes stepped in this process (sync) or in worker processes (async)."""
+    vectorization: Literal["threads", "sync", "async"] = "threads"
+    """HalfCheetah: the episodes stepped on MuJoCo directly by a pool of threads (threads), or
+    by Gymnasium's vector environment in this process (sync) or in worker processes (async);
+    the same episodes each way."""
     normalized_actions: bool = False
     """2D navigation: the policy acts in [−1, 1]², scaled to ±0.1 (rllab's `normalize`, as the
     original MAML code); false: the raw action is clipped to ±0.1 (pytorch-maml-rl)."""

@@ -270,38 +270,74 @@ class MAMLTRPO:
         There the KL's gradient w.r.t. the policy outputs is 0, so H = Jᵀ F J exactly, with J
         the Jacobian of the adapted policy's query outputs (mean, log σ) w.r.t. θ and F the
         Gaussian's Fisher matrix in those outputs (1/σ² on the mean, 2 on log σ, times each
-        step's weight in the mean). J v is a forward-mode product, Jᵀ u a backward pass through
-        one retained graph: about half the cost of differentiating the KL twice through the
-        second-order inner step.
-        """
-        names = list(params)
-        first_order = self.first_order
+        step's weight in the mean).
 
-        def outputs(theta: Params) -> tuple[torch.Tensor, torch.Tensor]:
-            fast = self.adapt(theta, supports, first_order=first_order, old_log_probs=old_log_probs)
+        Per task J = P S_K ⋯ S_1: P the policy's Jacobian at φ_K on the query observations, S_k
+        = I − α ∇²L_k(φ_k−1) that of inner step k (the identity when first order). S_k is
+        symmetric, so S_k y, in either direction, is a backward pass through step k's graph,
+        built once: a product is two such passes per step, a forward-mode product and a
+        backward pass through the policy on the query episodes, and never re-runs a step.
+        """
+        tasks = query.mask.shape[0]
+        names = list(params)
+        inputs = {k: v.detach().clone() for k, v in per_task(params, tasks).items()}
+        steps: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+        for k, batch in enumerate(supports):
+            if self.first_order:
+                with torch.no_grad():
+                    inputs = self._step(inputs, batch, k, old_log_probs, first_order=True)
+                continue
+            leaves = {name: v.requires_grad_() for name, v in inputs.items()}
+            outputs = self._step(leaves, batch, k, old_log_probs, first_order=False)
+            steps.append(([leaves[n] for n in names], [outputs[n] for n in names]))
+            inputs = {name: v.detach() for name, v in outputs.items()}
+        fast = {name: v.requires_grad_() for name, v in inputs.items()}
+        adapted = {name: v.detach() for name, v in inputs.items()}
+
+        def outputs(fast: Params) -> tuple[torch.Tensor, torch.Tensor]:
             dist = policy(fast, query.observations)
             return dist.mean, dist.log_std
 
-        leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
-        mean, log_std = outputs(leaves)
-        tasks = query.mask.shape[0]
+        mean, log_std = outputs(fast)
         weights = query.mask / query.mask.sum(-1, keepdim=True) / tasks
         mean_metric = weights.unsqueeze(-1) * torch.exp(-2 * old.log_std)
         log_std_metric = 2.0 / tasks
-        detached = {k: v.detach() for k, v in params.items()}
+
+        def through_steps(vectors: list[torch.Tensor], order: list) -> list[torch.Tensor]:
+            for leaves, outputs in order:
+                vectors = torch.autograd.grad(outputs, leaves, vectors, retain_graph=True)
+            return list(vectors)
 
         def product(vector: torch.Tensor) -> torch.Tensor:
-            tangent = unflatten(vector, detached)
-            _, (d_mean, d_log_std) = torch.func.jvp(outputs, (detached,), (tangent,))
+            tangent = [t.expand_as(adapted[n]) for n, t in unflatten(vector, params).items()]
+            tangent = through_steps(tangent, steps)
+            _, (d_mean, d_log_std) = torch.func.jvp(
+                outputs, (adapted,), (dict(zip(names, tangent, strict=True)),)
+            )
             grads = torch.autograd.grad(
                 (mean, log_std),
-                [leaves[k] for k in names],
+                [fast[n] for n in names],
                 grad_outputs=(mean_metric * d_mean, log_std_metric * d_log_std),
                 retain_graph=True,
             )
-            return flatten(grads)
+            return flatten([g.sum(0) for g in through_steps(list(grads), steps[::-1])])
 
         return product
+
+    def _step(
+        self,
+        fast: Params,
+        batch: Batch,
+        k: int,
+        old_log_probs: Sequence[torch.Tensor] | None,
+        *,
+        first_order: bool,
+    ) -> Params:
+        """φ_k from φ_k−1 = `fast` (per task) on support batch k."""
+        lvc = None if old_log_probs is None else [old_log_probs[k]]
+        return inner_path(
+            fast, [batch], [self.inner_lr], first_order=first_order, old_log_probs=lvc
+        )[-1]
 
     def meta_gradient(self, params: Params, supports: Sequence[Batch], query: Batch) -> Params:
         """∇θ of the outer loss at θ (what TRPO preconditions, PPO's first step), for

@@ -93,22 +93,24 @@ def test_no_log_file_is_left_in_the_working_directory(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_episodes_in_worker_processes_equal_those_in_this_one():
-    """`async` runs each episode in a spawned process, which registers the ids itself."""
-    tasks = torch.tensor([[0.5], [1.5]], dtype=torch.float64)
-    actions = torch.randn(3, 2, 1, 6, dtype=torch.float64)
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_gymnasiums_vector_environments_give_the_same_episodes(vectorization):
+    """The default steps MuJoCo directly in threads; `sync` and `async` (each episode in a
+    spawned process, which registers the ids itself) are Gymnasium's vector environments."""
+    tasks = torch.tensor([[0.5], [1.5], [0.2]], dtype=torch.float64)
+    actions = 2 * torch.randn(8, 3, 2, 6, dtype=torch.float64)
     results = []
-    for vectorization in ("sync", "async"):
-        env = HalfCheetahTasks("velocity", horizon=3, vectorization=vectorization)
-        simulation = env.simulate(tasks, 1, torch.Generator().manual_seed(2))
-        alive = torch.ones(2, 1, dtype=torch.float64)
+    for name in ("threads", vectorization):
+        env = HalfCheetahTasks("velocity", horizon=8, vectorization=name)
+        simulation = env.simulate(tasks, 2, torch.Generator().manual_seed(2))
+        alive = torch.ones(3, 2, dtype=torch.float64)
         steps = [simulation.step(action, alive) for action in actions]
         results.append((simulation.observe(), [(s.observations, s.rewards) for s in steps]))
         env.close()
-    (first, sync), (first_async, run_async) = results
-    assert torch.equal(first, first_async)
-    for (obs, rewards), (obs_async, rewards_async) in zip(sync, run_async, strict=True):
-        assert torch.equal(obs, obs_async) and torch.equal(rewards, rewards_async)
+    (first, threads), (first_other, other) = results
+    assert torch.equal(first, first_other)
+    for (obs, rewards), (obs_other, rewards_other) in zip(threads, other, strict=True):
+        assert torch.equal(obs, obs_other) and torch.equal(rewards, rewards_other)
 
 
 def test_ended_episodes_earn_nothing():
@@ -162,8 +164,8 @@ def test_a_meta_iteration_runs_on_halfcheetah():
 def test_bad_settings_are_refused_with_the_choices():
     with pytest.raises(ConfigError, match="direction"):
         HalfCheetahTasks("sideways")
-    with pytest.raises(ConfigError, match="sync"):
-        HalfCheetahTasks("direction", vectorization="threads")
+    with pytest.raises(ConfigError, match="'threads', 'sync', 'async'"):
+        HalfCheetahTasks("direction", vectorization="processes")
 
 
 def test_a_missing_extra_says_how_to_install_it(monkeypatch):

@@ -89,23 +89,34 @@ def test_inner_step_adapts_each_task_on_its_own_episodes():
             assert torch.allclose(fast[name][t], p - 0.1 * g), (t, name)
 
 
-@pytest.mark.parametrize("first_order", [False, True])
-def test_fisher_product_equals_the_hessian_of_the_kl(first_order):
-    """Jᵀ F J v against differentiating the mean KL twice through the inner step."""
+@pytest.mark.parametrize(
+    ("first_order", "inner_steps", "lvc"),
+    [(False, 1, False), (True, 1, False), (False, 2, False), (False, 2, True), (True, 2, True)],
+)
+def test_fisher_product_equals_the_hessian_of_the_kl(first_order, inner_steps, lvc):
+    """Jᵀ F J v against differentiating the mean KL twice through the inner steps."""
     from metagrad.rl.trpo import flatten
 
     generator = torch.Generator().manual_seed(3)
     params = init_policy(2, 2, (6,), init_std=0.8, generator=generator, dtype=torch.float64)
-    support, query = random_batch(generator), random_batch(generator)
-    algorithm = MAMLTRPO(inner_lr=0.3, first_order=first_order)
+    supports = [random_batch(generator) for _ in range(inner_steps)]
+    query = random_batch(generator)
+    algorithm = MAMLTRPO(inner_lr=0.3, inner_steps=inner_steps, first_order=first_order)
+    old_log_probs = None
+    if lvc:
+        old_log_probs = [
+            0.1 * torch.randn(s.mask.shape, generator=generator, dtype=torch.float64)
+            for s in supports
+        ]
     with torch.no_grad():
-        old = policy(algorithm.adapt(params, [support], first_order=True), query.observations)
+        fast = algorithm.adapt(params, supports, first_order=True, old_log_probs=old_log_probs)
+        old = policy(fast, query.observations)
         old_lp = log_prob(old, query.actions)
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
-    fast = algorithm.adapt(leaves, [support], first_order=first_order)
+    fast = algorithm.adapt(leaves, supports, first_order=first_order, old_log_probs=old_log_probs)
     _, kl = surrogate(fast, query, old, old_lp)
     kl_grad = flatten(torch.autograd.grad(kl, list(leaves.values()), create_graph=True))
-    product = algorithm.fisher_product(params, [support], query, old)
+    product = algorithm.fisher_product(params, supports, query, old, old_log_probs)
     for _ in range(3):
         v = torch.randn(kl_grad.shape, generator=generator, dtype=torch.float64)
         exact = flatten(torch.autograd.grad(kl_grad @ v, list(leaves.values()), retain_graph=True))
