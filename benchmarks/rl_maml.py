@@ -1,4 +1,4 @@
-"""MAML-TRPO (Finn et al. 2017, §5.3) on 2D navigation or HalfCheetah direction / velocity: the
+"""MAML-TRPO (Finn et al. 2017, §5.3) on 2D navigation, HalfCheetah or Ant direction / velocity: the
 return after 0–3 policy-gradient steps on new tasks, for MAML, a randomly initialised policy and
 a policy pre-trained on all tasks jointly (the paper's App. C table for navigation: MAML −40.41,
 −11.68, −3.33, −3.23; HalfCheetah is reported as curves, Figure 5).
@@ -6,16 +6,18 @@ a policy pre-trained on all tasks jointly (the paper's App. C table for navigati
 Training runs in chunks of `--budget` seconds that continue from `--state`, so a long run is a
 series of short commands:
 
-    python benchmarks/rl_maml.py --normalized-actions --state runs/rl-nav.pt --budget 180  # repeat
-    python benchmarks/rl_maml.py --normalized-actions --state runs/rl-nav.pt --budget 0 \
-        --pretrain-budget 120
+    python benchmarks/rl_maml.py --state runs/rl-nav.pt --budget 180  # repeat
+    python benchmarks/rl_maml.py --state runs/rl-nav.pt --budget 0 --pretrain-budget 120
     python benchmarks/rl_maml.py --env halfcheetah-dir --state runs/rl-dir.pt --budget 600
-    python benchmarks/rl_maml.py --state runs/rl-nav-code.pt --normalized-actions \
+    python benchmarks/rl_maml.py --state runs/rl-nav-code.pt \
         --inner-lr 0.5 --eval-lr 0.5 0.25 --budget 330   # the original code's navigation run
 
 Each call then evaluates the best MAML policy seen so far (as the paper does), the random
 initialisation and, when trained, the pre-trained policy on 40 "test" tasks with 40 episodes
 per step, first step size 0.1 and 0.05 after it. It prints environment steps per second.
+
+Navigation acts as the presets do (rllab's `normalize`: actions in [−1, 1] scaled to ±0.1);
+`--raw-actions` clips the raw action to ±0.1 instead, as pytorch-maml-rl does.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from metagrad.execution.allocator import tune_allocator
 from metagrad.rl import (
     MAMLTRPO,
     Navigation2D,
@@ -42,16 +45,23 @@ from metagrad.rl.train import IterationMetrics
 from metagrad.tasks.seeding import task_generator
 
 PAPER = {"navigation": (-40.41, -11.68, -3.33, -3.23)}
-META_BATCH = {"navigation": 20, "halfcheetah-dir": 40, "halfcheetah-vel": 40}
+META_BATCH = {
+    "navigation": 20,
+    "halfcheetah-dir": 40,
+    "halfcheetah-vel": 40,
+    "ant-dir": 40,
+    "ant-vel": 40,
+}
 
 
 def environment(name: str, horizon: int | None, normalized: bool) -> TaskEnvironment:
     if name == "navigation":
         return Navigation2D(horizon=horizon or 100, normalized_actions=normalized)
-    from metagrad.rl import HalfCheetahTasks
+    from metagrad.rl import AntTasks, HalfCheetahTasks
 
-    kind = {"halfcheetah-dir": "direction", "halfcheetah-vel": "velocity"}[name]
-    return HalfCheetahTasks(kind, horizon=horizon or 200)
+    tasks = AntTasks if name.startswith("ant-") else HalfCheetahTasks
+    kind = "direction" if name.endswith("-dir") else "velocity"
+    return tasks(kind, horizon=horizon or 200)
 
 
 def main() -> None:
@@ -77,17 +87,20 @@ def main() -> None:
         help="test step sizes: the first step's and the later ones' (paper: 0.1, 0.05)",
     )
     parser.add_argument(
-        "--normalized-actions",
+        "--raw-actions",
         action="store_true",
-        help="navigation: actions in [-1, 1] scaled to ±0.1, as rllab's normalize (the presets')",
+        help="navigation: the raw action clipped to ±0.1 (pytorch-maml-rl), not [-1, 1] scaled "
+        "to ±0.1 (rllab's normalize, the presets')",
     )
     args = parser.parse_args()
+    tune_allocator()  # as the `metagrad` command does
 
-    env = environment(args.env, args.horizon, args.normalized_actions)
+    normalized = args.env == "navigation" and not args.raw_actions
+    env = environment(args.env, args.horizon, normalized)
     meta_batch = args.meta_batch or META_BATCH[args.env]
     setting = {
         "env": args.env,
-        "normalized_actions": args.normalized_actions,
+        "normalized_actions": normalized,
         "inner_lr": args.inner_lr,
     }
     state = {**setting, "seed": args.seed}

@@ -43,12 +43,14 @@ class TaskConfig:
         "navigation2d",
         "halfcheetah-dir",
         "halfcheetah-vel",
+        "ant-dir",
+        "ant-vel",
     ] = "sinusoid"
     """Where tasks come from: sinusoid regression, Omniglot (grey), the RGB natural-image
     datasets mini-ImageNet, tiered-ImageNet, CIFAR-FS and FC100 (see `metagrad.data`), a
     folder of your own images, one subfolder per class, in task.data_root; or a reinforcement
-    learning environment (settings in the `rl` section): 2D navigation, HalfCheetah
-    forward/backward or HalfCheetah velocity (the `[rl]` extra)."""
+    learning environment (settings in the `rl` section): 2D navigation, HalfCheetah or Ant
+    forward/backward or velocity (the `[rl]` extra)."""
     n_way: int = 5
     """Classes per task (classification only)."""
     k_shot: int = 5
@@ -239,16 +241,16 @@ class EvalConfig:
     batch norm keeps them, such as a user's `nn.BatchNorm2d`)."""
 
 
-RL_ENVIRONMENTS = ("navigation2d", "halfcheetah-dir", "halfcheetah-vel")
+RL_ENVIRONMENTS = ("navigation2d", "halfcheetah-dir", "halfcheetah-vel", "ant-dir", "ant-vel")
 """The task.dataset values that are reinforcement-learning environments."""
 
 
 @dataclass(frozen=True)
 class RLConfig:
-    """Meta-reinforcement learning (task.dataset = navigation2d, halfcheetah-dir or
-    halfcheetah-vel): MAML with a policy-gradient inner loop and a TRPO outer step, a Gaussian
-    MLP policy of model.hidden widths. train.meta_batch_size tasks per iteration;
-    algorithm.inner_lr, inner_steps and first_order as for supervised MAML."""
+    """Meta-reinforcement learning (task.dataset = navigation2d, halfcheetah-dir,
+    halfcheetah-vel, ant-dir or ant-vel): MAML with a policy-gradient inner loop and a TRPO
+    outer step, a Gaussian MLP policy of model.hidden widths. train.meta_batch_size tasks per
+    iteration; algorithm.inner_lr, inner_steps and first_order as for supervised MAML."""
 
     horizon: int | None = None
     """Steps per episode; null = the paper's (navigation 100, HalfCheetah 200)."""
@@ -272,9 +274,9 @@ class RLConfig:
     """Evaluation: the step size after the first step (the paper's test script halves it);
     eval.inner_lr, or algorithm.inner_lr, is the first step's."""
     vectorization: Literal["threads", "sync", "async"] = "threads"
-    """HalfCheetah: the episodes stepped on MuJoCo directly by a pool of threads (threads), or
-    by Gymnasium's vector environment in this process (sync) or in worker processes (async);
-    the same episodes each way."""
+    """HalfCheetah and Ant: the episodes stepped on MuJoCo directly by a pool of threads
+    (threads), or by Gymnasium's vector environment in this process (sync) or in worker
+    processes (async); the same episodes each way."""
     normalized_actions: bool = False
     """2D navigation: the policy acts in [−1, 1]², scaled to ±0.1 (rllab's `normalize`, as the
     original MAML code); false: the raw action is clipped to ±0.1 (pytorch-maml-rl)."""

@@ -36,7 +36,7 @@ def last_state(run_dir):
 
 def test_every_rl_preset_loads_with_the_papers_settings():
     names = [n for n in preset_names() if "-trpo-" in n or n.startswith("promp-")]
-    assert len(names) == 12
+    assert len(names) == 16
     for name in names:
         config = load_config(name)
         assert config.is_rl and config.algorithm.inner_lr == 0.1
@@ -139,13 +139,14 @@ def test_resume_gives_the_uninterrupted_run_bit_for_bit(tmp_path, monkeypatch, p
     assert logged[0] == logged[1] and [line["step"] for line in logged[0]] == [2, 4]
 
 
-def test_a_halfcheetah_run_trains_and_evaluates(tmp_path, capsys):
+@pytest.mark.parametrize("preset", ["maml-trpo-halfcheetah-vel", "maml-trpo-ant-dir"])
+def test_a_mujoco_run_trains_and_evaluates(tmp_path, capsys, preset):
     code, out, _ = cli(
         capsys,
         "train",
-        "maml-trpo-halfcheetah-vel",
+        preset,
         "--run-dir",
-        tmp_path / "cheetah",
+        tmp_path / "run",
         "--no-progress",
         "--set",
         *TINY,
@@ -153,7 +154,8 @@ def test_a_halfcheetah_run_trains_and_evaluates(tmp_path, capsys):
         "rl.horizon=5",
         "eval.num_tasks=2",
     )
-    assert code == 0 and "building the halfcheetah-vel environment" in out
+    dataset = preset.removeprefix("maml-trpo-")
+    assert code == 0 and f"building the {dataset} environment" in out
     assert "run's policy" in out
 
 

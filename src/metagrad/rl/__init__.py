@@ -2,9 +2,9 @@
 ProMP's PPO-clip outer step and low-variance-curvature inner loss.
 
 `train_maml` meta-trains a Gaussian MLP policy on a task environment (Finn et al. 2017, §5.3):
-batched 2D navigation (`Navigation2D`), or HalfCheetah direction / velocity on Gymnasium and
-MuJoCo (`HalfCheetahTasks`, with the `[rl]` extra; imported on first use). `evaluate` measures
-the return after 0, 1, … policy-gradient steps on new tasks (`fixed_tasks`).
+batched 2D navigation (`Navigation2D`), or HalfCheetah and Ant direction / velocity on Gymnasium
+and MuJoCo (`HalfCheetahTasks`, `AntTasks`, with the `[rl]` extra; imported on first use).
+`evaluate` measures the return after 0, 1, … policy-gradient steps on new tasks (`fixed_tasks`).
 """
 
 from typing import Any
@@ -37,6 +37,7 @@ __all__ = [
     "MAMLTRPO",
     "PPO",
     "TRPO",
+    "AntTasks",
     "Batch",
     "Episodes",
     "Evaluation",
@@ -74,9 +75,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """`HalfCheetahTasks` imports Gymnasium and MuJoCo (the `[rl]` extra) only when asked for."""
+    """`HalfCheetahTasks` and `AntTasks` import Gymnasium and MuJoCo (the `[rl]` extra) only
+    when asked for."""
     if name == "HalfCheetahTasks":
         from metagrad.rl.cheetah import HalfCheetahTasks
 
         return HalfCheetahTasks
+    if name == "AntTasks":
+        from metagrad.rl.ant import AntTasks
+
+        return AntTasks
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -288,31 +288,31 @@ class MAMLTRPO:
                     inputs = self._step(inputs, batch, k, old_log_probs, first_order=True)
                 continue
             leaves = {name: v.requires_grad_() for name, v in inputs.items()}
-            outputs = self._step(leaves, batch, k, old_log_probs, first_order=False)
-            steps.append(([leaves[n] for n in names], [outputs[n] for n in names]))
-            inputs = {name: v.detach() for name, v in outputs.items()}
+            stepped = self._step(leaves, batch, k, old_log_probs, first_order=False)
+            steps.append(([leaves[n] for n in names], [stepped[n] for n in names]))
+            inputs = {name: v.detach() for name, v in stepped.items()}
         fast = {name: v.requires_grad_() for name, v in inputs.items()}
         adapted = {name: v.detach() for name, v in inputs.items()}
 
-        def outputs(fast: Params) -> tuple[torch.Tensor, torch.Tensor]:
-            dist = policy(fast, query.observations)
+        def query_outputs(phi: Params) -> tuple[torch.Tensor, torch.Tensor]:
+            dist = policy(phi, query.observations)
             return dist.mean, dist.log_std
 
-        mean, log_std = outputs(fast)
+        mean, log_std = query_outputs(fast)
         weights = query.mask / query.mask.sum(-1, keepdim=True) / tasks
         mean_metric = weights.unsqueeze(-1) * torch.exp(-2 * old.log_std)
         log_std_metric = 2.0 / tasks
 
         def through_steps(vectors: list[torch.Tensor], order: list) -> list[torch.Tensor]:
-            for leaves, outputs in order:
-                vectors = torch.autograd.grad(outputs, leaves, vectors, retain_graph=True)
+            for before, after in order:
+                vectors = torch.autograd.grad(after, before, vectors, retain_graph=True)
             return list(vectors)
 
         def product(vector: torch.Tensor) -> torch.Tensor:
             tangent = [t.expand_as(adapted[n]) for n, t in unflatten(vector, params).items()]
             tangent = through_steps(tangent, steps)
             _, (d_mean, d_log_std) = torch.func.jvp(
-                outputs, (adapted,), (dict(zip(names, tangent, strict=True)),)
+                query_outputs, (adapted,), (dict(zip(names, tangent, strict=True)),)
             )
             grads = torch.autograd.grad(
                 (mean, log_std),

@@ -44,19 +44,21 @@ from metagrad.rl.trpo import TRPO
 from metagrad.runs import check_run_dir, init_run_dir
 from metagrad.tasks.seeding import task_generator
 
-HORIZONS = {"navigation2d": 100, "halfcheetah-dir": 200, "halfcheetah-vel": 200}
-"""The paper's episode lengths."""
-
 
 def make_environment(config: Config) -> TaskEnvironment:
-    """The task environment `task.dataset` names, with `rl.horizon` steps per episode."""
-    horizon = config.rl.horizon or HORIZONS[config.task.dataset]
-    if config.task.dataset == "navigation2d":
+    """The task environment `task.dataset` names, with `rl.horizon` steps per episode (by
+    default the paper's: 100 for navigation, 200 for the MuJoCo tasks)."""
+    dataset = config.task.dataset
+    horizon = config.rl.horizon or (100 if dataset == "navigation2d" else 200)
+    if dataset == "navigation2d":
         return Navigation2D(horizon=horizon, normalized_actions=config.rl.normalized_actions)
-    from metagrad.rl.cheetah import HalfCheetahTasks  # Gymnasium and MuJoCo: the [rl] extra
-
-    kind = "direction" if config.task.dataset == "halfcheetah-dir" else "velocity"
-    return HalfCheetahTasks(kind, horizon=horizon, vectorization=config.rl.vectorization)
+    # Gymnasium and MuJoCo: the [rl] extra
+    if dataset.startswith("ant-"):
+        from metagrad.rl.ant import AntTasks as Tasks
+    else:
+        from metagrad.rl.cheetah import HalfCheetahTasks as Tasks
+    kind = "direction" if dataset.endswith("-dir") else "velocity"
+    return Tasks(kind, horizon=horizon, vectorization=config.rl.vectorization)
 
 
 def make_algorithm(config: Config) -> MAMLTRPO:

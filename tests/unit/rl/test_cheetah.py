@@ -16,7 +16,8 @@ pytest.importorskip("mujoco")
 
 from metagrad.errors import ConfigError  # noqa: E402
 from metagrad.rl import fixed_tasks, init_policy, train_maml  # noqa: E402
-from metagrad.rl.cheetah import HalfCheetahTasks, _compiled  # noqa: E402
+from metagrad.rl.cheetah import HalfCheetahTasks  # noqa: E402
+from metagrad.rl.locomotion import _compiled  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -170,6 +171,7 @@ def test_bad_settings_are_refused_with_the_choices():
 
 def test_a_missing_extra_says_how_to_install_it(monkeypatch):
     monkeypatch.delitem(sys.modules, "metagrad.rl.cheetah")
+    monkeypatch.delitem(sys.modules, "metagrad.rl.locomotion")
     monkeypatch.setitem(sys.modules, "mujoco", None)
     with pytest.raises(ConfigError, match=r"pip install metagrad\[rl\]"):
         importlib.import_module("metagrad.rl.cheetah")
