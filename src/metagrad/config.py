@@ -253,7 +253,7 @@ class RLConfig:
     iteration; algorithm.inner_lr, inner_steps and first_order as for supervised MAML."""
 
     horizon: int | None = None
-    """Steps per episode; null = the paper's (navigation 100, HalfCheetah 200)."""
+    """Steps per episode; null = the paper's (navigation 100, HalfCheetah and Ant 200)."""
     rollouts: int = 20
     """Episodes per task for each inner step and for the outer loss."""
     gamma: float = 0.99
