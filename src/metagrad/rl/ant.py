@@ -47,6 +47,7 @@ class _MetaAnt(MetaMujocoEnv, AntEnv):
     """Ant-v5 with the 123-d meta-RL observation, its reward and a task parameter `task`."""
 
     observation_size = 123
+    contact_forces = True
 
     def __init__(self, task: float, **kwargs: Any) -> None:
         kwargs.setdefault("ctrl_cost_weight", CONTROL_COST)  # Gymnasium's, as `outcome` has it

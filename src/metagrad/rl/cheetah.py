@@ -53,6 +53,12 @@ class _MetaHalfCheetah(MetaMujocoEnv, HalfCheetahEnv):
     def position(self) -> float:
         return self.data.qpos[0]
 
+    def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, float]]:
+        """`outcome`'s reward for one episode, without its arrays (Gymnasium's step)."""
+        forward = self.task_reward(self.task, x_velocity)
+        control = self.control_cost(action)
+        return forward - control, {"reward_forward": forward, "reward_ctrl": -control}
+
     def _record(self, row: np.ndarray) -> None:
         row[:8] = self.data.qpos[1:]
         row[8:17] = self.data.qvel

@@ -55,6 +55,9 @@ class MetaMujocoEnv:
     (`outcome`), as its Gymnasium `step` gives them."""
 
     observation_size: ClassVar[int]
+    contact_forces: ClassVar[bool] = False
+    """Whether the observation or the reward uses `data.cfrc_ext`, which MuJoCo computes in a
+    pass of its own after the step (`mj_rnePostConstraint`): HalfCheetah skips it."""
     task: float
 
     def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
@@ -106,12 +109,14 @@ class MetaMujocoEnv:
         return reward, {"reward_forward": self.task_reward(self.task, x_velocity)}
 
     def advance(self, action: np.ndarray, row: np.ndarray) -> None:
-        """`MujocoEnv.do_simulation`, then the new observation and the position before and
-        after the step into `row` (its last two entries)."""
+        """`MujocoEnv.do_simulation` (its force pass only if `contact_forces`), then the new
+        observation and the position before and after the step into `row` (its last two
+        entries)."""
         row[-2] = self.position()
         self.data.ctrl[:] = action
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
-        mujoco.mj_rnePostConstraint(self.model, self.data)
+        if self.contact_forces:
+            mujoco.mj_rnePostConstraint(self.model, self.data)
         self._record(row)
         row[-1] = self.position()
 
